@@ -1,0 +1,195 @@
+//! Batched generation without an autograd graph: ragged prompts are left-padded and prefilled
+//! once, fanned out to n samples per prompt through the KV cache, then decoded together. Rows that
+//! finish are dropped from the batch, so long tails do not pay for short ones.
+//!
+//! Returns what training needs: completion ids, per-token log-probs under the tempered sampling
+//! distribution, the text, and why each sample stopped.
+
+pub mod sampling;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Decoder, KvCache, Positions, Tokenizer};
+pub use sampling::SamplingConfig;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// An end-of-sequence token was sampled (it is the last id, and is not in the text).
+    Eos,
+    /// A stop string appeared; the text is cut before it.
+    Stop,
+    /// `max_new_tokens` reached.
+    Length,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Completion {
+    pub prompt_index: usize,
+    pub sample_index: usize,
+    pub token_ids: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub text: String,
+    pub finish_reason: Finish,
+    pub seed: u64,
+}
+
+/// Seed of sample `s` of prompt `p`, derived from a base seed so that a sample is reproducible
+/// and independent of batch composition.
+pub fn sample_seed(base: u64, prompt: u64, sample: u64) -> u64 {
+    // splitmix64 over the triple: cheap, well mixed, stable across versions.
+    let mut z = base ^ prompt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ sample.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+struct Row {
+    out: usize, // index into the output vector
+    rng: ChaCha8Rng,
+    ids: Vec<u32>,
+    logprobs: Vec<f32>,
+    finish: Option<Finish>,
+}
+
+/// Generate `n` samples for each prompt. `seeds[p][s]` seeds sample s of prompt p.
+pub fn generate(
+    model: &Decoder,
+    tok: &Tokenizer,
+    prompts: &[Vec<u32>],
+    seeds: &[Vec<u64>],
+    cfg: &SamplingConfig,
+    device: &Device,
+) -> Result<Vec<Completion>> {
+    cfg.validate()?;
+    if prompts.is_empty() {
+        return Ok(vec![]);
+    }
+    anyhow::ensure!(prompts.iter().all(|p| !p.is_empty()), "every prompt needs at least one token");
+    anyhow::ensure!(seeds.len() == prompts.len(), "one seed list per prompt");
+    let mc = model.config();
+    let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let capacity = max_prompt + cfg.max_new_tokens;
+    let pad = tok.pad_id();
+
+    // Prefill all prompts once, left-padded so every row's last prompt token is in the last slot.
+    let b = prompts.len();
+    let mut ids = Vec::with_capacity(b * max_prompt);
+    let mut valid = Vec::with_capacity(b);
+    for p in prompts {
+        let padn = max_prompt - p.len();
+        ids.extend(std::iter::repeat_n(pad, padn).chain(p.iter().copied()));
+        valid.push((0..max_prompt).map(|i| i >= padn).collect::<Vec<_>>());
+    }
+    let mut cache = KvCache::new(
+        mc.num_hidden_layers,
+        b,
+        mc.num_key_value_heads,
+        mc.head_dim,
+        capacity,
+        model.dtype(),
+        device,
+    )?;
+    let pos = Positions::build(&[], &valid, device)?;
+    let x = Tensor::from_vec(ids, (b, max_prompt), device)?;
+    let hidden = model.forward_hidden(&x, &pos, Some(&mut cache))?; // (B, P, H)
+    cache.push_valid(&valid);
+    let last = model.logits(&hidden.narrow(1, max_prompt - 1, 1)?.squeeze(1)?)?; // (B, V)
+    let last: Vec<Vec<f32>> = last.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+
+    // Fan out: row i of the decode batch is (prompt, sample).
+    let mut fan = Vec::new();
+    let mut rows = Vec::new();
+    let mut outputs: Vec<Completion> = Vec::new();
+    for (p, sl) in seeds.iter().enumerate() {
+        for (s, &seed) in sl.iter().enumerate() {
+            fan.push(p as u32);
+            rows.push(Row { out: outputs.len(), rng: ChaCha8Rng::seed_from_u64(seed), ids: vec![], logprobs: vec![], finish: None });
+            outputs.push(Completion {
+                prompt_index: p,
+                sample_index: s,
+                token_ids: vec![],
+                logprobs: vec![],
+                text: String::new(),
+                finish_reason: Finish::Length,
+                seed,
+            });
+        }
+    }
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut cache = cache.select_rows(&fan)?;
+    let mut logits: Vec<Vec<f32>> = fan.iter().map(|&p| last[p as usize].clone()).collect();
+
+    for step in 0..cfg.max_new_tokens {
+        let mut next = Vec::with_capacity(rows.len());
+        for (row, lg) in rows.iter_mut().zip(&logits) {
+            let (id, lp) = sampling::sample(lg, cfg, &mut row.rng);
+            row.ids.push(id);
+            row.logprobs.push(lp);
+            if tok.eos_ids.contains(&id) {
+                row.finish = Some(Finish::Eos);
+            } else if !cfg.stop.is_empty() {
+                let text = tok.decode(&row.ids, false);
+                if cfg.stop.iter().any(|s| text.contains(s.as_str())) {
+                    row.finish = Some(Finish::Stop);
+                }
+            }
+            next.push(id);
+        }
+        if step + 1 == cfg.max_new_tokens {
+            break;
+        }
+        // Drop finished rows (and their cache rows) before paying for another forward.
+        let keep: Vec<u32> = (0..rows.len() as u32).filter(|&i| rows[i as usize].finish.is_none()).collect();
+        if keep.len() < rows.len() {
+            let mut kept_rows = Vec::with_capacity(keep.len());
+            let mut kept_next = Vec::with_capacity(keep.len());
+            for (i, row) in rows.drain(..).enumerate() {
+                if row.finish.is_none() {
+                    kept_next.push(next[i]);
+                    kept_rows.push(row);
+                } else {
+                    finish_row(row, tok, cfg, &mut outputs);
+                }
+            }
+            rows = kept_rows;
+            next = kept_next;
+            if rows.is_empty() {
+                break;
+            }
+            cache = cache.select_rows(&keep)?;
+        }
+        let n = rows.len();
+        let new_valid = vec![vec![true]; n];
+        let pos = Positions::build(&cache.valid, &new_valid, device)?;
+        let x = Tensor::from_vec(next, (n, 1), device)?;
+        let hidden = model.forward_hidden(&x, &pos, Some(&mut cache))?; // (n, 1, H)
+        cache.push_valid(&new_valid);
+        logits = model.logits(&hidden.squeeze(1)?)?.to_dtype(candle_core::DType::F32)?.to_vec2()?; // (n, V)
+    }
+    for row in rows {
+        finish_row(row, tok, cfg, &mut outputs);
+    }
+    Ok(outputs)
+}
+
+fn finish_row(row: Row, tok: &Tokenizer, cfg: &SamplingConfig, outputs: &mut [Completion]) {
+    let finish = row.finish.unwrap_or(Finish::Length);
+    let mut text = tok.decode(&row.ids, true);
+    if finish == Finish::Stop {
+        if let Some(cut) = cfg.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            text.truncate(cut);
+        }
+    }
+    let o = &mut outputs[row.out];
+    o.token_ids = row.ids;
+    o.logprobs = row.logprobs;
+    o.text = text;
+    o.finish_reason = finish;
+}

@@ -1,0 +1,171 @@
+//! Token sampling from one row of logits: greedy, temperature, top-k, top-p.
+//!
+//! Each sample owns its RNG and draws exactly one number per step, whatever the settings, so a
+//! sample depends only on its seed and its own logits — never on what else is in the batch.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// 0 = greedy.
+    pub temperature: f64,
+    /// Keep the k most likely tokens; 0 = off.
+    pub top_k: usize,
+    /// Keep the smallest set of tokens with cumulative probability ≥ p; 1 = off.
+    pub top_p: f64,
+    pub max_new_tokens: usize,
+    /// Generation ends when the completion's text contains one of these (it is cut there).
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self { temperature: 1.0, top_k: 0, top_p: 1.0, max_new_tokens: 256, stop: vec![] }
+    }
+}
+
+impl SamplingConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            anyhow::bail!("temperature must be ≥ 0 (0 = greedy), got {}", self.temperature);
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            anyhow::bail!("top_p must be in (0, 1], got {}", self.top_p);
+        }
+        if self.max_new_tokens == 0 {
+            anyhow::bail!("max_new_tokens must be ≥ 1");
+        }
+        Ok(())
+    }
+
+    /// The temperature log-probs are reported under (greedy reports the raw distribution).
+    pub fn logprob_temperature(&self) -> f64 {
+        if self.temperature > 0.0 {
+            self.temperature
+        } else {
+            1.0
+        }
+    }
+}
+
+/// Pick a token from `logits` (V,). Returns the id and its log-prob under softmax(logits / T)
+/// (T = 1 for greedy) — the full tempered distribution, which is what the trainer recomputes;
+/// top-k/top-p truncation is not folded into the reported log-prob.
+pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
+    let u: f64 = rng.random(); // drawn every step so the stream never depends on the settings
+    let t = cfg.logprob_temperature();
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + logits.iter().map(|&x| ((x as f64 - max) / t).exp()).sum::<f64>().ln() * 1.0;
+    // lse of z = logits / t: max/t + log Σ exp((x − max)/t)
+    let lse = lse - max + max / t;
+    let logp = |i: usize| (logits[i] as f64 / t - lse) as f32;
+    if cfg.temperature <= 0.0 {
+        let mut best = 0;
+        for (i, &x) in logits.iter().enumerate() {
+            if x > logits[best] || (logits[best].is_nan() && !x.is_nan()) {
+                best = i;
+            }
+        }
+        return (best as u32, logp(best));
+    }
+    let prob = |i: usize| ((logits[i] as f64 - max) / t).exp(); // unnormalized
+    if cfg.top_k == 0 && cfg.top_p >= 1.0 {
+        let total: f64 = (0..logits.len()).map(prob).sum();
+        let mut target = u * total;
+        for i in 0..logits.len() {
+            target -= prob(i);
+            if target < 0.0 {
+                return (i as u32, logp(i));
+            }
+        }
+        let last = logits.len() - 1;
+        return (last as u32, logp(last));
+    }
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    if cfg.top_k > 0 {
+        idx.truncate(cfg.top_k);
+    }
+    let total: f64 = idx.iter().map(|&i| prob(i)).sum();
+    if cfg.top_p < 1.0 {
+        let mut cum = 0.0;
+        let mut keep = idx.len();
+        for (n, &i) in idx.iter().enumerate() {
+            cum += prob(i) / total;
+            if cum >= cfg.top_p {
+                keep = n + 1;
+                break;
+            }
+        }
+        idx.truncate(keep);
+    }
+    let kept: f64 = idx.iter().map(|&i| prob(i)).sum();
+    let mut target = u * kept;
+    for &i in &idx {
+        target -= prob(i);
+        if target < 0.0 {
+            return (i as u32, logp(i));
+        }
+    }
+    let last = *idx.last().expect("top-k/top-p keep at least one token");
+    (last as u32, logp(last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn cfg(t: f64, k: usize, p: f64) -> SamplingConfig {
+        SamplingConfig { temperature: t, top_k: k, top_p: p, ..Default::default() }
+    }
+
+    #[test]
+    fn greedy_picks_argmax_with_its_logprob() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let (id, lp) = sample(&[0.0, 2.0, 1.0], &cfg(0.0, 0, 1.0), &mut rng);
+        assert_eq!(id, 1);
+        let lse = (1.0f64 + 2f64.exp() + 1f64.exp()).ln();
+        assert!((lp as f64 - (2.0 - lse)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..50 {
+            assert_eq!(sample(&[0.5, 0.1, 3.0, 2.9], &cfg(1.0, 1, 1.0), &mut rng).0, 2);
+        }
+    }
+
+    #[test]
+    fn top_p_excludes_the_tail() {
+        // probs ≈ [0.665, 0.245, 0.090]: top_p = 0.6 keeps only the first.
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for _ in 0..100 {
+            assert_eq!(sample(&[2.0, 1.0, 0.0], &cfg(1.0, 0, 0.6), &mut rng).0, 0);
+        }
+    }
+
+    #[test]
+    fn temperature_sampling_matches_probabilities() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let logits = [0.0f32, (3.0f32).ln()]; // p = [0.25, 0.75]
+        let n = 20_000;
+        let ones = (0..n).filter(|_| sample(&logits, &cfg(1.0, 0, 1.0), &mut rng).0 == 1).count();
+        let frac = ones as f64 / n as f64;
+        assert!((frac - 0.75).abs() < 0.02, "{frac}");
+    }
+
+    #[test]
+    fn logprob_uses_temperature() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let logits = [1.0f32, 3.0];
+        let (id, lp) = sample(&logits, &cfg(2.0, 0, 1.0), &mut rng);
+        let z = [0.5f64, 1.5];
+        let lse = (z[0].exp() + z[1].exp()).ln();
+        assert!((lp as f64 - (z[id as usize] - lse)).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,12 @@
+//! llmrl: reinforcement learning from verifiable rewards for Hugging Face causal LMs, on candle.
+//!
+//! Pipeline stages are modules: `data` → `generate` → `reward` → `algo` → `optim`, driven by
+//! `train` from a `recipe`, all on top of `model`. See `README.md` for the map.
+
+pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod generate;
+pub mod model;
+pub mod optim;
+pub mod reward;

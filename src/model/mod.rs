@@ -1,0 +1,23 @@
+//! Trainable decoder models (Llama, Qwen2, Qwen3 families), their loading and tokenization.
+//!
+//! `load` turns a model source (local HF directory, hub id, `.gguf` file) into a [`LoadedModel`]:
+//! config, weights as named `Var`s ([`Params`]), and a [`Tokenizer`] with its chat template.
+
+pub mod config;
+pub mod decoder;
+pub mod kv_cache;
+pub mod ops;
+pub mod params;
+
+pub use config::{Family, ModelConfig};
+pub use decoder::{Decoder, Mode, Positions};
+pub use kv_cache::KvCache;
+pub use params::Params;
+pub mod hub;
+pub mod load;
+pub mod tokenizer;
+
+pub use load::{load, LoadedModel, ModelSource};
+pub use tokenizer::{Message, Tokenizer};
+pub mod save;
+pub use save::save_hf_dir;

@@ -1,0 +1,85 @@
+//! Parameter store: the model's weights as named candle `Var`s under their HF names.
+//!
+//! One store serves both paths: the trainable forward reads the `Var`s (gradients flow), the
+//! rollout path reads detached views of the same storage (no autograd graph is kept, and the
+//! optimizer's in-place updates are seen at once without copying).
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+
+#[derive(Clone)]
+pub struct Params {
+    /// Names in a stable order (the order the loader produced, sorted), for optimizers and saving.
+    names: Vec<String>,
+    vars: HashMap<String, Var>,
+}
+
+impl Params {
+    pub fn from_tensors(tensors: Vec<(String, Tensor)>) -> Result<Self> {
+        let mut names = Vec::with_capacity(tensors.len());
+        let mut vars = HashMap::with_capacity(tensors.len());
+        for (name, t) in tensors {
+            if vars.contains_key(&name) {
+                bail!("duplicate weight `{name}`");
+            }
+            vars.insert(name.clone(), Var::from_tensor(&t)?);
+            names.push(name);
+        }
+        names.sort();
+        Ok(Self { names, vars })
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.vars.contains_key(name)
+    }
+
+    pub fn var(&self, name: &str) -> Result<&Var> {
+        self.vars
+            .get(name)
+            .with_context(|| format!("weight `{name}` not found in the checkpoint"))
+    }
+
+    /// All (name, var) pairs in stable order.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        self.names
+            .iter()
+            .map(|n| (n.clone(), self.vars[n].clone()))
+            .collect()
+    }
+
+    pub fn num_elements(&self) -> usize {
+        self.vars.values().map(|v| v.elem_count()).sum()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.vars
+            .values()
+            .next()
+            .map(|v| v.dtype())
+            .unwrap_or(DType::F32)
+    }
+
+    pub fn device(&self) -> Device {
+        self.vars
+            .values()
+            .next()
+            .map(|v| v.device().clone())
+            .unwrap_or(Device::Cpu)
+    }
+
+    /// A deep copy (new storage): a frozen reference model or a snapshot for tests.
+    pub fn deep_clone(&self) -> Result<Self> {
+        let tensors = self
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| Ok((n, v.as_tensor().copy()?)))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_tensors(tensors)
+    }
+}

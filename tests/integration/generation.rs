@@ -1,0 +1,133 @@
+//! Generation properties on a tiny random model.
+
+use candle_core::{Device, Tensor};
+use llmrl::generate::{generate, sample_seed, Completion, Finish, SamplingConfig};
+use llmrl::model::{decoder::logits_of, Decoder, LoadedModel, Mode};
+use proptest::prelude::*;
+
+use crate::common::*;
+
+fn run(m: &LoadedModel, prompts: &[Vec<u32>], n: usize, base: u64, cfg: &SamplingConfig) -> Vec<Completion> {
+    let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
+    let seeds: Vec<Vec<u64>> =
+        (0..prompts.len()).map(|p| (0..n).map(|s| sample_seed(base, p as u64, s as u64)).collect()).collect();
+    generate(&dec, &m.tokenizer, prompts, &seeds, cfg, &Device::Cpu).unwrap()
+}
+
+fn greedy(max: usize) -> SamplingConfig {
+    SamplingConfig { temperature: 0.0, max_new_tokens: max, ..Default::default() }
+}
+
+fn sampled(max: usize) -> SamplingConfig {
+    SamplingConfig { temperature: 1.0, max_new_tokens: max, ..Default::default() }
+}
+
+fn prompts() -> Vec<Vec<u32>> {
+    vec![vec![1, 72, 101, 108], vec![5, 9], vec![300, 301, 302, 303, 304, 305, 306, 307], vec![42]]
+}
+
+#[test]
+fn greedy_is_deterministic() {
+    let m = load_fixture("tiny_qwen2");
+    let a = run(&m, &prompts(), 1, 0, &greedy(10));
+    let b = run(&m, &prompts(), 1, 7, &greedy(10));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.token_ids, y.token_ids);
+    }
+}
+
+#[test]
+fn batched_greedy_equals_one_by_one() {
+    for fam in ["tiny_llama", "tiny_qwen3"] {
+        let m = load_fixture(fam);
+        let batch = run(&m, &prompts(), 1, 0, &greedy(12));
+        for (i, p) in prompts().iter().enumerate() {
+            let alone = run(&m, std::slice::from_ref(p), 1, 0, &greedy(12));
+            assert_eq!(batch[i].token_ids, alone[0].token_ids, "{fam} prompt {i}");
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_sample_whatever_the_batch() {
+    let m = load_fixture("tiny_llama3");
+    let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
+    let cfg = sampled(12);
+    let p = vec![1u32, 72, 101, 108];
+    let alone = generate(&dec, &m.tokenizer, &[p.clone()], &[vec![1234]], &cfg, &Device::Cpu).unwrap();
+    // The same (prompt, seed) among other prompts and other samples of its own prompt.
+    let ps = vec![vec![9u32, 9, 9, 9, 9, 9, 9], p.clone(), vec![3]];
+    let seeds = vec![vec![1, 2], vec![55, 1234, 66], vec![7]];
+    let mixed = generate(&dec, &m.tokenizer, &ps, &seeds, &cfg, &Device::Cpu).unwrap();
+    let same = mixed.iter().find(|c| c.prompt_index == 1 && c.seed == 1234).unwrap();
+    assert_eq!(same.token_ids, alone[0].token_ids);
+    // And different seeds give different samples (overwhelmingly likely with 12 tokens of a 512 vocab).
+    let other = mixed.iter().find(|c| c.prompt_index == 1 && c.seed == 55).unwrap();
+    assert_ne!(other.token_ids, alone[0].token_ids);
+}
+
+#[test]
+fn n_samples_per_prompt_are_returned_in_order() {
+    let m = load_fixture("tiny_llama");
+    let out = run(&m, &prompts(), 3, 0, &sampled(5));
+    assert_eq!(out.len(), 12);
+    for (i, c) in out.iter().enumerate() {
+        assert_eq!((c.prompt_index, c.sample_index), (i / 3, i % 3));
+    }
+}
+
+#[test]
+fn stop_strings_cut_the_text() {
+    let m = load_fixture("tiny_llama");
+    let free = run(&m, &prompts()[..1], 1, 0, &greedy(24));
+    let text = m.tokenizer.decode(&free[0].token_ids, false);
+    // Stop at a substring that appears in the middle of the greedy continuation.
+    let chars: Vec<char> = text.chars().collect();
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let cfg = SamplingConfig { stop: vec![stop.clone()], ..greedy(24) };
+    let out = run(&m, &prompts()[..1], 1, 0, &cfg);
+    assert_eq!(out[0].finish_reason, Finish::Stop);
+    assert!(!out[0].text.contains(&stop));
+    assert!(out[0].token_ids.len() < free[0].token_ids.len());
+    assert!(text.starts_with(&out[0].text));
+}
+
+/// Log-probs of the sampled tokens under softmax(logits / T) from a fresh full forward.
+fn fresh_logprobs(m: &LoadedModel, prompt: &[u32], completion: &[u32], t: f64) -> Vec<f32> {
+    let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
+    let full: Vec<u32> = prompt.iter().chain(completion).copied().collect();
+    let logits = logits_of(&dec, &full, &Device::Cpu).unwrap(); // (T, V)
+    let n = completion.len();
+    let lg = logits.narrow(0, prompt.len() - 1, n).unwrap();
+    let tgt = Tensor::from_vec(completion.to_vec(), n, &Device::Cpu).unwrap();
+    llmrl::model::ops::logprob_stats(&lg, &tgt, t).unwrap().logp.to_vec1().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, .. ProptestConfig::default() })]
+
+    #[test]
+    fn max_new_tokens_and_logprobs_hold(
+        lens in proptest::collection::vec(1usize..10, 1..4),
+        max in 1usize..9,
+        seed in 0u64..1000,
+        temp in prop_oneof![Just(0.0), Just(0.7), Just(1.0)],
+    ) {
+        let m = load_fixture("tiny_qwen2");
+        let ps: Vec<Vec<u32>> = lens.iter().enumerate()
+            .map(|(i, &l)| (0..l).map(|j| (3 + (seed as usize + 31 * i + 7 * j) % 500) as u32).collect())
+            .collect();
+        let cfg = SamplingConfig { temperature: temp, max_new_tokens: max, ..Default::default() };
+        let out = run(&m, &ps, 2, seed, &cfg);
+        prop_assert_eq!(out.len(), ps.len() * 2);
+        for c in &out {
+            prop_assert!(!c.token_ids.is_empty() && c.token_ids.len() <= max);
+            prop_assert_eq!(c.token_ids.len(), c.logprobs.len());
+            if c.finish_reason == Finish::Length { prop_assert_eq!(c.token_ids.len(), max); }
+            let fresh = fresh_logprobs(&m, &ps[c.prompt_index], &c.token_ids, cfg.logprob_temperature());
+            for (a, b) in c.logprobs.iter().zip(&fresh) {
+                prop_assert!((a - b).abs() < 1e-4, "logprob {} vs fresh {}", a, b);
+            }
+        }
+    }
+}

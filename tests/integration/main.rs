@@ -1,0 +1,6 @@
+//! Integration tests, one binary (ripgrep style). Fixtures in `tests/fixtures/` were produced by
+//! `tests/fixtures/make_fixtures.py` against HF transformers.
+
+mod common;
+mod generation;
+mod golden;
