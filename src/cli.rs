@@ -1,15 +1,24 @@
 //! The command line: one `match` over subcommands; nothing below this module parses arguments
 //! or prints for a person.
 
-use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::{Args, Parser, Subcommand};
 
 use crate::generate::{self, SamplingConfig};
 use crate::model::{self, Decoder, Message, Mode, ModelSource};
+use crate::prompting::Prompter;
+use crate::run_dir::{self, RunDir};
+use crate::{recipe, train};
 
 #[derive(Parser, Debug)]
-#[command(name = "llmrl", version, about = "RL from verifiable rewards for Hugging Face LLMs (ROVER, i-MENTOR, GRPO)")]
+#[command(
+    name = "llmrl",
+    version,
+    about = "RL from verifiable rewards for Hugging Face LLMs (ROVER, i-MENTOR, GRPO)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -21,6 +30,97 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Describe a model: family, parameter count, vocabulary, dtype, chat template.
     Inspect(InspectArgs),
+    /// Fine-tune with RL from verifiable rewards (or SFT) as a recipe says.
+    Train(TrainArgs),
+    /// pass@k, maj@n and diversity of a model or a run's checkpoint on a recipe's eval data.
+    Eval(EvalArgs),
+    /// Score given completions with a verifier (check a verifier on your data before training).
+    Score(ScoreArgs),
+    /// Draw the metrics curves of one or several runs side by side (PNG/SVG + summary.md).
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Run directories (each with metrics.jsonl).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Output directory for the images and summary.md.
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+    /// Metrics to plot (repeatable; default: all that exist).
+    #[arg(long = "metric")]
+    pub metrics: Vec<String>,
+    #[arg(long, value_enum, default_value = "both")]
+    pub format: crate::report::ImageFormat,
+    /// Moving-average window in steps (1 = none).
+    #[arg(long, default_value_t = 1)]
+    pub smooth: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The recipe (TOML). Not needed with --resume.
+    pub recipe: Option<PathBuf>,
+    /// Override any recipe key: --set train.max_steps=20 (repeatable; later wins).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run directory (default: runs/<name>, numbered if taken; never overwritten).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its latest checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "recipe")]
+    pub resume: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A model source (dir, .gguf, hub id) or a run directory (its latest checkpoint).
+    #[arg(long)]
+    pub model: String,
+    /// Recipe giving the dataset (`eval_data`, else `data`), prompt and verifier.
+    #[arg(long)]
+    pub recipe: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Samples per problem (default: the recipe's eval.num_samples).
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// Evaluate at most this many problems.
+    #[arg(long)]
+    pub max_problems: Option<usize>,
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Problems per generation batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Output directory for summary.json and problems.jsonl.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    /// Take the verifier from this recipe...
+    #[arg(long, conflicts_with = "verifier")]
+    pub recipe: Option<PathBuf>,
+    /// ...or name a built-in verifier with its defaults (countdown, math).
+    #[arg(long)]
+    pub verifier: Option<String>,
+    /// JSONL: each line the example's fields plus the completion.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write the scored JSONL (default: INPUT with .scored.jsonl).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    #[arg(long, default_value = "completion")]
+    pub completion_field: String,
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +180,22 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => cmd_generate(a),
         Command::Inspect(a) => cmd_inspect(a),
+        Command::Train(a) => cmd_train(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Score(a) => cmd_score(a),
+        Command::Report(a) => {
+            let files = crate::report::report(
+                &a.runs,
+                &crate::report::ReportOptions {
+                    metrics: a.metrics,
+                    out_dir: a.out.clone(),
+                    format: a.format,
+                    smooth: a.smooth,
+                },
+            )?;
+            eprintln!("wrote {} files to {}", files.len(), a.out.display());
+            Ok(())
+        }
     }
 }
 
@@ -91,7 +207,9 @@ pub fn parse_device(s: &str) -> Result<(Device, DType)> {
     if let Some(n) = s.strip_prefix("cuda") {
         let ordinal: usize = n.trim_start_matches(':').parse().unwrap_or(0);
         let dev = Device::new_cuda(ordinal).with_context(|| {
-            format!("opening {s}; this binary needs `--features cuda` and an NVIDIA GPU with a driver")
+            format!(
+                "opening {s}; this binary needs `--features cuda` and an NVIDIA GPU with a driver"
+            )
         })?;
         return Ok((dev, DType::BF16));
     }
@@ -122,9 +240,14 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         a.prompt.clone()
     };
     let ids = m.tokenizer.encode(&text, !(a.chat || a.system.is_some()))?;
-    anyhow::ensure!(!ids.is_empty(), "the prompt tokenized to nothing; give some text");
+    anyhow::ensure!(
+        !ids.is_empty(),
+        "the prompt tokenized to nothing; give some text"
+    );
     let decoder = Decoder::new(&m.config, &m.params, Mode::Infer)?;
-    let seeds = vec![(0..a.n as u64).map(|s| generate::sample_seed(a.seed, 0, s)).collect()];
+    let seeds = vec![(0..a.n as u64)
+        .map(|s| generate::sample_seed(a.seed, 0, s))
+        .collect()];
     let t0 = std::time::Instant::now();
     let outs = generate::generate(&decoder, &m.tokenizer, &[ids], &seeds, &cfg, &device)?;
     let secs = t0.elapsed().as_secs_f64();
@@ -143,7 +266,10 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         }
     }
     let toks: usize = outs.iter().map(|o| o.token_ids.len()).sum();
-    eprintln!("[{toks} tokens in {secs:.2} s, {:.1} tok/s]", toks as f64 / secs);
+    eprintln!(
+        "[{toks} tokens in {secs:.2} s, {:.1} tok/s]",
+        toks as f64 / secs
+    );
     Ok(())
 }
 
@@ -175,5 +301,185 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
             println!("{k:>16}: {v}");
         }
     }
+    Ok(())
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    if let Some(run_dir) = &a.resume {
+        let run = RunDir::open(run_dir)?;
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.path("run.json"))?)
+                .context("reading run.json")?;
+        let recipe_dir = PathBuf::from(
+            meta["recipe_dir"]
+                .as_str()
+                .context("run.json has no recipe_dir")?,
+        );
+        let recipe = recipe::load_recipe(&run.path("recipe.resolved.toml"), &a.set)?;
+        let plan = recipe.resolve(&recipe_dir.join("recipe.toml"))?;
+        return train::train(&plan, &run, true);
+    }
+    let Some(path) = &a.recipe else {
+        bail!("give a recipe (llmrl train recipes/smoke.toml) or --resume RUN_DIR");
+    };
+    let recipe = recipe::load_recipe(path, &a.set)?;
+    let plan = recipe.resolve(path)?;
+    let out = match &a.out {
+        Some(o) => o.clone(),
+        None => free_run_dir(&plan.name),
+    };
+    let run = RunDir::create(&out)?;
+    run.write_text(
+        "recipe.resolved.toml",
+        &toml::to_string_pretty(&plan.recipe)?,
+    )?;
+    let base = std::fs::canonicalize(&plan.base_dir).unwrap_or(plan.base_dir.clone());
+    let meta = serde_json::json!({
+        "name": plan.name,
+        "algorithm": algorithm_name(&plan.recipe.algorithm),
+        "seed": plan.recipe.seed,
+        "git_commit": run_dir::git_commit(),
+        "recipe": path.display().to_string(),
+        "recipe_dir": base.display().to_string(),
+        "overrides": a.set,
+        "llmrl_version": env!("CARGO_PKG_VERSION"),
+    });
+    run.write_text("run.json", &serde_json::to_string_pretty(&meta)?)?;
+    eprintln!("run directory: {}", out.display());
+    train::train(&plan, &run, false)
+}
+
+fn algorithm_name(a: &crate::algo::AlgoConfig) -> String {
+    serde_json::to_value(a)
+        .ok()
+        .and_then(|v| v["name"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// runs/<name>, or runs/<name>-2, -3, ... if taken.
+fn free_run_dir(name: &str) -> PathBuf {
+    let base = Path::new("runs").join(name);
+    if !base.exists() {
+        return base;
+    }
+    (2..)
+        .map(|i| Path::new("runs").join(format!("{name}-{i}")))
+        .find(|p| !p.exists())
+        .expect("an unused name")
+}
+
+/// A run directory means its latest checkpoint's model.
+fn model_source_or_run(s: &str) -> Result<ModelSource> {
+    let p = Path::new(s);
+    if p.join("recipe.resolved.toml").is_file() {
+        let run = RunDir::open(p)?;
+        let (_, dir) = run
+            .latest_checkpoint()?
+            .with_context(|| format!("run {s} has no checkpoint yet"))?;
+        return Ok(ModelSource::Dir(dir.join("model")));
+    }
+    ModelSource::parse(s)
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let recipe = recipe::load_recipe(&a.recipe, &a.set)?;
+    let plan = recipe.resolve(&a.recipe)?;
+    let src = model_source_or_run(&a.model)?;
+    let r = &plan.recipe;
+    let mut examples = if plan.eval_examples.is_empty() {
+        plan.train_examples.clone()
+    } else {
+        plan.eval_examples.clone()
+    };
+    let max = a.max_problems.unwrap_or(r.eval.max_problems);
+    if max > 0 {
+        examples.truncate(max);
+    }
+    let n = a.n.unwrap_or(r.eval.num_samples);
+    anyhow::ensure!(n >= 1, "--n must be at least 1");
+    let mut sampling = plan.sampling.clone();
+    sampling.temperature = a.temperature.unwrap_or(r.eval.temperature);
+    if let Some(m) = a.max_new_tokens.or(r.eval.max_new_tokens) {
+        sampling.max_new_tokens = m;
+    }
+    sampling.validate()?;
+    if a.out.exists() && std::fs::read_dir(&a.out)?.next().is_some() {
+        bail!(
+            "{} exists and is not empty; choose another --out",
+            a.out.display()
+        );
+    }
+    let verifier = crate::reward::build(&r.verifier)?;
+    let (device, dtype) = parse_device(&a.device.device)?;
+    let m = model::load(&src, &device, dtype)?;
+    let dec = Decoder::new(&m.config, &m.params, Mode::Infer)?;
+    let prompter = Prompter {
+        template: &plan.prompt,
+        chat: r.prompt.chat,
+        system: r.prompt.system.as_deref(),
+    };
+    let t0 = std::time::Instant::now();
+    let out = crate::eval::run::evaluate(
+        &dec,
+        &m.tokenizer,
+        &examples,
+        &prompter,
+        verifier.as_ref(),
+        &sampling,
+        n,
+        a.seed,
+        a.batch,
+        &device,
+    )?;
+    std::fs::create_dir_all(&a.out)?;
+    let mut summary = serde_json::to_value(&out.summary)?;
+    summary["model"] = src.to_string().into();
+    summary["recipe"] = a.recipe.display().to_string().into();
+    summary["n"] = n.into();
+    summary["temperature"] = sampling.temperature.into();
+    summary["max_new_tokens"] = sampling.max_new_tokens.into();
+    summary["seconds"] = t0.elapsed().as_secs_f64().into();
+    std::fs::write(
+        a.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    let mut lines = String::new();
+    for (p, res) in out.problems.iter().zip(&out.results) {
+        let mut v = serde_json::to_value(p)?;
+        v["samples"] = res
+            .completions
+            .iter()
+            .zip(&res.scores)
+            .map(|(c, s)| serde_json::json!({"completion": c, "score": s.value, "correct": s.correct, "answer": s.answer}))
+            .collect();
+        lines.push_str(&v.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(a.out.join("problems.jsonl"), lines)?;
+    println!("{}", serde_json::to_string_pretty(&out.summary)?);
+    Ok(())
+}
+
+fn cmd_score(a: ScoreArgs) -> Result<()> {
+    let cfg: crate::reward::VerifierConfig = match (&a.recipe, &a.verifier) {
+        (Some(r), _) => recipe::load_recipe(r, &[])?.verifier,
+        (None, Some(name)) => toml::from_str(&format!("name = {name:?}"))
+            .with_context(|| format!("verifier `{name}`"))?,
+        (None, None) => bail!("give --recipe R or --verifier NAME (countdown, math)"),
+    };
+    let v = crate::reward::build(&cfg)?;
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| a.input.with_extension("scored.jsonl"));
+    if output.exists() {
+        bail!(
+            "{} exists; refusing to overwrite it (pass another --output)",
+            output.display()
+        );
+    }
+    let summary = crate::reward::score_file(v.as_ref(), &a.input, &output, &a.completion_field)?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    eprintln!("scores written to {}", output.display());
     Ok(())
 }

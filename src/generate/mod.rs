@@ -33,6 +33,8 @@ pub struct Completion {
     pub sample_index: usize,
     pub token_ids: Vec<u32>,
     pub logprobs: Vec<f32>,
+    /// Per token: mean over the vocabulary of the tempered log-softmax at that step.
+    pub mean_logprobs: Vec<f32>,
     pub text: String,
     pub finish_reason: Finish,
     pub seed: u64,
@@ -42,7 +44,9 @@ pub struct Completion {
 /// and independent of batch composition.
 pub fn sample_seed(base: u64, prompt: u64, sample: u64) -> u64 {
     // splitmix64 over the triple: cheap, well mixed, stable across versions.
-    let mut z = base ^ prompt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ sample.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = base
+        ^ prompt.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ sample.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -53,6 +57,7 @@ struct Row {
     rng: ChaCha8Rng,
     ids: Vec<u32>,
     logprobs: Vec<f32>,
+    mean_logprobs: Vec<f32>,
     finish: Option<Finish>,
 }
 
@@ -69,7 +74,10 @@ pub fn generate(
     if prompts.is_empty() {
         return Ok(vec![]);
     }
-    anyhow::ensure!(prompts.iter().all(|p| !p.is_empty()), "every prompt needs at least one token");
+    anyhow::ensure!(
+        prompts.iter().all(|p| !p.is_empty()),
+        "every prompt needs at least one token"
+    );
     anyhow::ensure!(seeds.len() == prompts.len(), "one seed list per prompt");
     let mc = model.config();
     let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -108,12 +116,20 @@ pub fn generate(
     for (p, sl) in seeds.iter().enumerate() {
         for (s, &seed) in sl.iter().enumerate() {
             fan.push(p as u32);
-            rows.push(Row { out: outputs.len(), rng: ChaCha8Rng::seed_from_u64(seed), ids: vec![], logprobs: vec![], finish: None });
+            rows.push(Row {
+                out: outputs.len(),
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                ids: vec![],
+                logprobs: vec![],
+                mean_logprobs: vec![],
+                finish: None,
+            });
             outputs.push(Completion {
                 prompt_index: p,
                 sample_index: s,
                 token_ids: vec![],
                 logprobs: vec![],
+                mean_logprobs: vec![],
                 text: String::new(),
                 finish_reason: Finish::Length,
                 seed,
@@ -129,9 +145,10 @@ pub fn generate(
     for step in 0..cfg.max_new_tokens {
         let mut next = Vec::with_capacity(rows.len());
         for (row, lg) in rows.iter_mut().zip(&logits) {
-            let (id, lp) = sampling::sample(lg, cfg, &mut row.rng);
+            let (id, lp, mlp) = sampling::sample_with_stats(lg, cfg, &mut row.rng);
             row.ids.push(id);
             row.logprobs.push(lp);
+            row.mean_logprobs.push(mlp);
             if tok.eos_ids.contains(&id) {
                 row.finish = Some(Finish::Eos);
             } else if !cfg.stop.is_empty() {
@@ -146,7 +163,9 @@ pub fn generate(
             break;
         }
         // Drop finished rows (and their cache rows) before paying for another forward.
-        let keep: Vec<u32> = (0..rows.len() as u32).filter(|&i| rows[i as usize].finish.is_none()).collect();
+        let keep: Vec<u32> = (0..rows.len() as u32)
+            .filter(|&i| rows[i as usize].finish.is_none())
+            .collect();
         if keep.len() < rows.len() {
             let mut kept_rows = Vec::with_capacity(keep.len());
             let mut kept_next = Vec::with_capacity(keep.len());
@@ -171,7 +190,10 @@ pub fn generate(
         let x = Tensor::from_vec(next, (n, 1), device)?;
         let hidden = model.forward_hidden(&x, &pos, Some(&mut cache))?; // (n, 1, H)
         cache.push_valid(&new_valid);
-        logits = model.logits(&hidden.squeeze(1)?)?.to_dtype(candle_core::DType::F32)?.to_vec2()?; // (n, V)
+        logits = model
+            .logits(&hidden.squeeze(1)?)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec2()?; // (n, V)
     }
     for row in rows {
         finish_row(row, tok, cfg, &mut outputs);
@@ -190,6 +212,7 @@ fn finish_row(row: Row, tok: &Tokenizer, cfg: &SamplingConfig, outputs: &mut [Co
     let o = &mut outputs[row.out];
     o.token_ids = row.ids;
     o.logprobs = row.logprobs;
+    o.mean_logprobs = row.mean_logprobs;
     o.text = text;
     o.finish_reason = finish;
 }

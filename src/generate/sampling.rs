@@ -23,14 +23,23 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        Self { temperature: 1.0, top_k: 0, top_p: 1.0, max_new_tokens: 256, stop: vec![] }
+        Self {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            max_new_tokens: 256,
+            stop: vec![],
+        }
     }
 }
 
 impl SamplingConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            anyhow::bail!("temperature must be ≥ 0 (0 = greedy), got {}", self.temperature);
+            anyhow::bail!(
+                "temperature must be ≥ 0 (0 = greedy), got {}",
+                self.temperature
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             anyhow::bail!("top_p must be in (0, 1], got {}", self.top_p);
@@ -55,10 +64,41 @@ impl SamplingConfig {
 /// (T = 1 for greedy) — the full tempered distribution, which is what the trainer recomputes;
 /// top-k/top-p truncation is not folded into the reported log-prob.
 pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
+    let (id, lp, _) = sample_with_stats(logits, cfg, rng);
+    (id, lp)
+}
+
+/// `sample`, plus the mean over the vocabulary of the tempered log-softmax (ROVER's successor
+/// value of the sampling policy at this state).
+pub fn sample_with_stats(
+    logits: &[f32],
+    cfg: &SamplingConfig,
+    rng: &mut ChaCha8Rng,
+) -> (u32, f32, f32) {
+    let t = cfg.logprob_temperature();
+    let (id, lp) = pick(logits, cfg, rng);
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max / t
+        + logits
+            .iter()
+            .map(|&x| ((x as f64 - max) / t).exp())
+            .sum::<f64>()
+            .ln();
+    let mean_z = logits.iter().map(|&x| x as f64).sum::<f64>() / logits.len() as f64 / t;
+    (id, lp, (mean_z - lse) as f32)
+}
+
+fn pick(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
     let u: f64 = rng.random(); // drawn every step so the stream never depends on the settings
     let t = cfg.logprob_temperature();
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max + logits.iter().map(|&x| ((x as f64 - max) / t).exp()).sum::<f64>().ln() * 1.0;
+    let lse = max
+        + logits
+            .iter()
+            .map(|&x| ((x as f64 - max) / t).exp())
+            .sum::<f64>()
+            .ln()
+            * 1.0;
     // lse of z = logits / t: max/t + log Σ exp((x − max)/t)
     let lse = lse - max + max / t;
     let logp = |i: usize| (logits[i] as f64 / t - lse) as f32;
@@ -120,7 +160,12 @@ mod tests {
     use rand::SeedableRng;
 
     fn cfg(t: f64, k: usize, p: f64) -> SamplingConfig {
-        SamplingConfig { temperature: t, top_k: k, top_p: p, ..Default::default() }
+        SamplingConfig {
+            temperature: t,
+            top_k: k,
+            top_p: p,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -136,7 +181,10 @@ mod tests {
     fn top_k_one_is_greedy() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         for _ in 0..50 {
-            assert_eq!(sample(&[0.5, 0.1, 3.0, 2.9], &cfg(1.0, 1, 1.0), &mut rng).0, 2);
+            assert_eq!(
+                sample(&[0.5, 0.1, 3.0, 2.9], &cfg(1.0, 1, 1.0), &mut rng).0,
+                2
+            );
         }
     }
 
@@ -154,7 +202,9 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let logits = [0.0f32, (3.0f32).ln()]; // p = [0.25, 0.75]
         let n = 20_000;
-        let ones = (0..n).filter(|_| sample(&logits, &cfg(1.0, 0, 1.0), &mut rng).0 == 1).count();
+        let ones = (0..n)
+            .filter(|_| sample(&logits, &cfg(1.0, 0, 1.0), &mut rng).0 == 1)
+            .count();
         let frac = ones as f64 / n as f64;
         assert!((frac - 0.75).abs() < 0.02, "{frac}");
     }

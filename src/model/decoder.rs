@@ -246,8 +246,8 @@ impl Decoder {
                 ),
                 _ => (q, k),
             };
-            let q = ops::rope(&q.transpose(1, 2)?.contiguous()?, &cos, &sin)?; // (B, nh, T, D)
-            let k = ops::rope(&k.transpose(1, 2)?.contiguous()?, &cos, &sin)?; // (B, nkv, T, D)
+            let q = ops::rope(&q.transpose(1, 2)?, &cos, &sin)?; // (B, nh, T, D)
+            let k = ops::rope(&k.transpose(1, 2)?, &cos, &sin)?; // (B, nkv, T, D)
             let v = v.transpose(1, 2)?.contiguous()?; // (B, nkv, T, D)
             let (k, v) = match cache.as_deref_mut() {
                 Some(c) => c.append(li, &k, &v)?, // (B, nkv, S, D)

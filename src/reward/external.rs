@@ -46,6 +46,10 @@ pub struct ExternalConfig {
     /// Example field sent as `ground_truth`.
     #[serde(default = "default_ground_truth_field")]
     pub ground_truth_field: String,
+    /// Directory the program runs in. A recipe resolves it against the recipe's own directory
+    /// (default: that directory), so `command = ["python3", "v.py"]` finds `v.py` beside it.
+    #[serde(default)]
+    pub working_dir: Option<std::path::PathBuf>,
 }
 
 fn default_timeout_s() -> f64 {
@@ -97,7 +101,11 @@ impl ExternalVerifier {
     }
 
     fn spawn(&self) -> Result<Process, String> {
-        let mut child = Command::new(&self.cfg.command[0])
+        let mut cmd = Command::new(&self.cfg.command[0]);
+        if let Some(d) = &self.cfg.working_dir {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd
             .args(&self.cfg.command[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -238,6 +246,7 @@ for line in sys.stdin:
         std::fs::write(&path, SCRIPT).unwrap();
         let cfg = ExternalConfig {
             command: vec!["python3".into(), path.to_string_lossy().into_owned()],
+            working_dir: None,
             timeout_s,
             ground_truth_field: "answer".into(),
         };
@@ -292,6 +301,7 @@ for line in sys.stdin:
     fn missing_program_scores_zero() {
         let cfg = ExternalConfig {
             command: vec!["/nonexistent/verifier".into()],
+            working_dir: None,
             timeout_s: 1.0,
             ground_truth_field: "answer".into(),
         };
@@ -304,6 +314,7 @@ for line in sys.stdin:
     fn config_is_checked() {
         let mut cfg = ExternalConfig {
             command: vec![],
+            working_dir: None,
             timeout_s: 1.0,
             ground_truth_field: "answer".into(),
         };

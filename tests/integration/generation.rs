@@ -7,23 +7,47 @@ use proptest::prelude::*;
 
 use crate::common::*;
 
-fn run(m: &LoadedModel, prompts: &[Vec<u32>], n: usize, base: u64, cfg: &SamplingConfig) -> Vec<Completion> {
+fn run(
+    m: &LoadedModel,
+    prompts: &[Vec<u32>],
+    n: usize,
+    base: u64,
+    cfg: &SamplingConfig,
+) -> Vec<Completion> {
     let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
-    let seeds: Vec<Vec<u64>> =
-        (0..prompts.len()).map(|p| (0..n).map(|s| sample_seed(base, p as u64, s as u64)).collect()).collect();
+    let seeds: Vec<Vec<u64>> = (0..prompts.len())
+        .map(|p| {
+            (0..n)
+                .map(|s| sample_seed(base, p as u64, s as u64))
+                .collect()
+        })
+        .collect();
     generate(&dec, &m.tokenizer, prompts, &seeds, cfg, &Device::Cpu).unwrap()
 }
 
 fn greedy(max: usize) -> SamplingConfig {
-    SamplingConfig { temperature: 0.0, max_new_tokens: max, ..Default::default() }
+    SamplingConfig {
+        temperature: 0.0,
+        max_new_tokens: max,
+        ..Default::default()
+    }
 }
 
 fn sampled(max: usize) -> SamplingConfig {
-    SamplingConfig { temperature: 1.0, max_new_tokens: max, ..Default::default() }
+    SamplingConfig {
+        temperature: 1.0,
+        max_new_tokens: max,
+        ..Default::default()
+    }
 }
 
 fn prompts() -> Vec<Vec<u32>> {
-    vec![vec![1, 72, 101, 108], vec![5, 9], vec![300, 301, 302, 303, 304, 305, 306, 307], vec![42]]
+    vec![
+        vec![1, 72, 101, 108],
+        vec![5, 9],
+        vec![300, 301, 302, 303, 304, 305, 306, 307],
+        vec![42],
+    ]
 }
 
 #[test]
@@ -54,15 +78,29 @@ fn same_seed_same_sample_whatever_the_batch() {
     let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
     let cfg = sampled(12);
     let p = vec![1u32, 72, 101, 108];
-    let alone = generate(&dec, &m.tokenizer, &[p.clone()], &[vec![1234]], &cfg, &Device::Cpu).unwrap();
+    let alone = generate(
+        &dec,
+        &m.tokenizer,
+        &[p.clone()],
+        &[vec![1234]],
+        &cfg,
+        &Device::Cpu,
+    )
+    .unwrap();
     // The same (prompt, seed) among other prompts and other samples of its own prompt.
     let ps = vec![vec![9u32, 9, 9, 9, 9, 9, 9], p.clone(), vec![3]];
     let seeds = vec![vec![1, 2], vec![55, 1234, 66], vec![7]];
     let mixed = generate(&dec, &m.tokenizer, &ps, &seeds, &cfg, &Device::Cpu).unwrap();
-    let same = mixed.iter().find(|c| c.prompt_index == 1 && c.seed == 1234).unwrap();
+    let same = mixed
+        .iter()
+        .find(|c| c.prompt_index == 1 && c.seed == 1234)
+        .unwrap();
     assert_eq!(same.token_ids, alone[0].token_ids);
     // And different seeds give different samples (overwhelmingly likely with 12 tokens of a 512 vocab).
-    let other = mixed.iter().find(|c| c.prompt_index == 1 && c.seed == 55).unwrap();
+    let other = mixed
+        .iter()
+        .find(|c| c.prompt_index == 1 && c.seed == 55)
+        .unwrap();
     assert_ne!(other.token_ids, alone[0].token_ids);
 }
 
@@ -84,7 +122,10 @@ fn stop_strings_cut_the_text() {
     // Stop at a substring that appears in the middle of the greedy continuation.
     let chars: Vec<char> = text.chars().collect();
     let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
-    let cfg = SamplingConfig { stop: vec![stop.clone()], ..greedy(24) };
+    let cfg = SamplingConfig {
+        stop: vec![stop.clone()],
+        ..greedy(24)
+    };
     let out = run(&m, &prompts()[..1], 1, 0, &cfg);
     assert_eq!(out[0].finish_reason, Finish::Stop);
     assert!(!out[0].text.contains(&stop));
@@ -100,7 +141,11 @@ fn fresh_logprobs(m: &LoadedModel, prompt: &[u32], completion: &[u32], t: f64) -
     let n = completion.len();
     let lg = logits.narrow(0, prompt.len() - 1, n).unwrap();
     let tgt = Tensor::from_vec(completion.to_vec(), n, &Device::Cpu).unwrap();
-    llmrl::model::ops::logprob_stats(&lg, &tgt, t).unwrap().logp.to_vec1().unwrap()
+    llmrl::model::ops::logprob_stats(&lg, &tgt, t)
+        .unwrap()
+        .logp
+        .to_vec1()
+        .unwrap()
 }
 
 proptest! {

@@ -6,7 +6,10 @@ use llmrl::model::{decoder::logits_of, ops, Decoder, Message, Mode, Positions};
 use crate::common::*;
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -17,11 +20,23 @@ fn logits_match_transformers_at_every_position() {
         let exp = expected(fam);
         for case in exp["cases"].as_array().unwrap() {
             let input = ids(&case["input_ids"]);
-            let got: Vec<Vec<f32>> = logits_of(&dec, &input, &Device::Cpu).unwrap().to_vec2().unwrap();
+            let got: Vec<Vec<f32>> = logits_of(&dec, &input, &Device::Cpu)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
             for (t, row) in case["logits"].as_array().unwrap().iter().enumerate() {
-                let want: Vec<f32> = row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+                let want: Vec<f32> = row
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect();
                 let d = max_abs_diff(&got[t], &want);
-                assert!(d <= 1e-4, "{fam}: len {} position {t}: max |Δlogit| = {d}", input.len());
+                assert!(
+                    d <= 1e-4,
+                    "{fam}: len {} position {t}: max |Δlogit| = {d}",
+                    input.len()
+                );
             }
         }
     }
@@ -33,7 +48,12 @@ fn padded_ragged_batch_equals_each_row_alone() {
         let m = load_fixture(fam);
         let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
         let exp = expected(fam);
-        let rows: Vec<Vec<u32>> = exp["cases"].as_array().unwrap().iter().map(|c| ids(&c["input_ids"])).collect();
+        let rows: Vec<Vec<u32>> = exp["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| ids(&c["input_ids"]))
+            .collect();
         let t = rows.iter().map(Vec::len).max().unwrap();
         let dev = Device::Cpu;
         // Right padding (training batches) and left padding (generation prefill).
@@ -43,9 +63,20 @@ fn padded_ragged_batch_equals_each_row_alone() {
             for r in &rows {
                 let pad = t - r.len();
                 let (ids, flags): (Vec<u32>, Vec<bool>) = if left {
-                    (std::iter::repeat_n(0, pad).chain(r.iter().copied()).collect(), (0..t).map(|i| i >= pad).collect())
+                    (
+                        std::iter::repeat_n(0, pad)
+                            .chain(r.iter().copied())
+                            .collect(),
+                        (0..t).map(|i| i >= pad).collect(),
+                    )
                 } else {
-                    (r.iter().copied().chain(std::iter::repeat_n(0, pad)).collect(), (0..t).map(|i| i < r.len()).collect())
+                    (
+                        r.iter()
+                            .copied()
+                            .chain(std::iter::repeat_n(0, pad))
+                            .collect(),
+                        (0..t).map(|i| i < r.len()).collect(),
+                    )
                 };
                 flat.extend(ids);
                 valid.push(flags);
@@ -56,7 +87,13 @@ fn padded_ragged_batch_equals_each_row_alone() {
             for (b, r) in rows.iter().enumerate() {
                 let alone: Vec<Vec<f32>> = logits_of(&dec, r, &dev).unwrap().to_vec2().unwrap();
                 let off = if left { t - r.len() } else { 0 };
-                let got: Vec<Vec<f32>> = batch.get(b).unwrap().narrow(0, off, r.len()).unwrap().to_vec2().unwrap();
+                let got: Vec<Vec<f32>> = batch
+                    .get(b)
+                    .unwrap()
+                    .narrow(0, off, r.len())
+                    .unwrap()
+                    .to_vec2()
+                    .unwrap();
                 for (i, (g, a)) in got.iter().zip(&alone).enumerate() {
                     let d = max_abs_diff(g, a);
                     assert!(d <= 1e-5, "{fam} left={left} row {b} pos {i}: {d}");
@@ -74,8 +111,16 @@ fn chat_template_and_tokenizer_match_transformers() {
         let cp = &exp["chat_prompt"];
         let msgs: Vec<Message> = serde_json::from_value(cp["messages"].clone()).unwrap();
         let text = m.tokenizer.apply_chat_template(&msgs, true).unwrap();
-        assert_eq!(text, cp["text"].as_str().unwrap(), "{fam}: rendered chat prompt");
-        assert_eq!(m.tokenizer.encode(&text, false).unwrap(), ids(&cp["ids"]), "{fam}: chat prompt ids");
+        assert_eq!(
+            text,
+            cp["text"].as_str().unwrap(),
+            "{fam}: rendered chat prompt"
+        );
+        assert_eq!(
+            m.tokenizer.encode(&text, false).unwrap(),
+            ids(&cp["ids"]),
+            "{fam}: chat prompt ids"
+        );
     }
 }
 
@@ -87,7 +132,13 @@ fn nll(dec: &Decoder, ids: &[u32]) -> Tensor {
     let x = Tensor::from_vec(ids[..t].to_vec(), (1, t), &dev).unwrap();
     let logits = dec.forward(&x, &pos, None).unwrap().squeeze(0).unwrap(); // (T, V)
     let tgt = Tensor::from_vec(ids[1..].to_vec(), t, &dev).unwrap();
-    ops::logprob_stats(&logits, &tgt, 1.0).unwrap().logp.mean_all().unwrap().neg().unwrap()
+    ops::logprob_stats(&logits, &tgt, 1.0)
+        .unwrap()
+        .logp
+        .mean_all()
+        .unwrap()
+        .neg()
+        .unwrap()
 }
 
 #[test]
@@ -99,7 +150,11 @@ fn loss_and_every_gradient_match_transformers() {
         let dec = Decoder::new(&m.config, &m.params, Mode::Train).unwrap();
         let loss = nll(&dec, &ids(&lc["input_ids"]));
         let l = loss.to_scalar::<f32>().unwrap() as f64;
-        assert!((l - lc["loss"].as_f64().unwrap()).abs() < 1e-4, "{fam}: loss {l} vs {}", lc["loss"]);
+        assert!(
+            (l - lc["loss"].as_f64().unwrap()).abs() < 1e-4,
+            "{fam}: loss {l} vs {}",
+            lc["loss"]
+        );
         let grads = loss.backward().unwrap();
         let mut total = 0.0f64;
         let mut bad = Vec::new();
@@ -108,19 +163,36 @@ fn loss_and_every_gradient_match_transformers() {
                 bad.push(format!("{name}: no gradient"));
                 continue;
             };
-            let n2 = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+            let n2 = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
             if !n2.is_finite() || n2 == 0.0 {
                 bad.push(format!("{name}: |g|² = {n2}"));
             }
             total += n2;
-            let want = lc["param_grad_norms"][&name].as_f64().unwrap_or_else(|| panic!("{fam}: {name} not in fixture"));
+            let want = lc["param_grad_norms"][&name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{fam}: {name} not in fixture"));
             let got = n2.sqrt();
-            assert!((got - want).abs() <= 1e-3 * want.max(1e-3), "{fam}: grad norm of {name}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-3 * want.max(1e-3),
+                "{fam}: grad norm of {name}: {got} vs {want}"
+            );
         }
-        assert!(bad.is_empty(), "{fam}: parameters without a finite non-zero gradient: {bad:?}");
+        assert!(
+            bad.is_empty(),
+            "{fam}: parameters without a finite non-zero gradient: {bad:?}"
+        );
         let gn = total.sqrt();
         let want = lc["grad_norm"].as_f64().unwrap();
-        assert!((gn - want).abs() < 1e-3 * want, "{fam}: global grad norm {gn} vs {want}");
+        assert!(
+            (gn - want).abs() < 1e-3 * want,
+            "{fam}: global grad norm {gn} vs {want}"
+        );
     }
 }
 
@@ -133,14 +205,32 @@ fn logprob_gradient_matches_finite_differences() {
     let dec = Decoder::new(&m.config, &m.params, Mode::Train).unwrap();
     let loss = nll(&dec, &seq);
     let grads = loss.backward().unwrap();
-    for name in ["model.layers.0.self_attn.q_norm.weight", "model.layers.1.mlp.down_proj.weight", "model.norm.weight", "model.embed_tokens.weight"] {
+    for name in [
+        "model.layers.0.self_attn.q_norm.weight",
+        "model.layers.1.mlp.down_proj.weight",
+        "model.norm.weight",
+        "model.embed_tokens.weight",
+    ] {
         let var: Var = m.params.var(name).unwrap().clone();
         let g = grads.get(var.as_tensor()).unwrap();
         // A unit-norm random direction keeps the probe step small for every tensor size.
         let dir = Tensor::randn(0f32, 1.0, var.shape(), &Device::Cpu).unwrap();
-        let norm = dir.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap() as f64;
+        let norm = dir
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
         let dir = (dir / norm).unwrap();
-        let analytic = (g * &dir).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+        let analytic = (g * &dir)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
         let orig = var.as_tensor().copy().unwrap();
         let eps = 1e-2;
         let f = |s: f64| {
@@ -151,7 +241,10 @@ fn logprob_gradient_matches_finite_differences() {
         let numeric = (f(eps) - f(-eps)) / (2.0 * eps);
         var.set(&orig).unwrap();
         let rel = (numeric - analytic).abs() / analytic.abs().max(1e-3);
-        assert!(rel < 2e-2, "{name}: analytic {analytic} vs numeric {numeric}");
+        assert!(
+            rel < 2e-2,
+            "{name}: analytic {analytic} vs numeric {numeric}"
+        );
     }
 }
 
@@ -164,8 +257,20 @@ fn greedy_generation_matches_transformers() {
         let g = &exp["greedy"];
         let want = ids(&g["new_ids"]);
         let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
-        let cfg = SamplingConfig { temperature: 0.0, max_new_tokens: want.len(), ..Default::default() };
-        let out = generate(&dec, &m.tokenizer, &[ids(&g["prompt_ids"])], &[vec![0]], &cfg, &Device::Cpu).unwrap();
+        let cfg = SamplingConfig {
+            temperature: 0.0,
+            max_new_tokens: want.len(),
+            ..Default::default()
+        };
+        let out = generate(
+            &dec,
+            &m.tokenizer,
+            &[ids(&g["prompt_ids"])],
+            &[vec![0]],
+            &cfg,
+            &Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(out[0].token_ids, want, "{fam}");
     }
 }

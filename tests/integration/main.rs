@@ -1,6 +1,7 @@
 //! Integration tests, one binary (ripgrep style). Fixtures in `tests/fixtures/` were produced by
 //! `tests/fixtures/make_fixtures.py` against HF transformers.
 
+mod cli;
 mod common;
 mod generation;
 mod golden;

@@ -1,0 +1,115 @@
+//! RL objectives behind one small trait. Each algorithm is one file with its config, its math
+//! (advantages or targets, loss, metrics), docs and tests; variants are chosen in exactly one
+//! `match` ([`build`]).
+//!
+//! The trainer hands an algorithm a flat view of one micro-batch's completion tokens
+//! ([`TokenBatch`]) and the current policy's per-token statistics ([`LogProbStats`]: log-prob of
+//! the sampled token, and the full-vocabulary mean log-prob that ROVER's successor value needs).
+//! The algorithm never sees datasets, text or files.
+
+pub mod grpo;
+pub mod rover;
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+pub use crate::model::ops::LogProbStats;
+
+/// Named scalar metrics of one loss call; the trainer averages them over micro-batches.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Completion tokens of one micro-batch, flattened to N tokens (sequence by sequence).
+pub struct TokenBatch {
+    /// log π_old(a_t|s_t) from the policy that generated the batch: (N,)
+    pub old_logp: Tensor,
+    /// mean over the vocabulary of log π_old(·|s_t): (N,)
+    pub old_mean_logp: Tensor,
+    /// log π_ref(a_t|s_t) of the frozen reference, when the algorithm asked for one: (N,)
+    pub ref_logp: Option<Tensor>,
+    /// Per-token advantage (the sequence's, broadcast): (N,)
+    pub advantage: Tensor,
+    /// Index of the next token of the same sequence, or the token itself for the last one: (N,) u32
+    pub next_index: Tensor,
+    /// 1 where a next token exists in the sequence, 0 at the last token: (N,)
+    pub has_next: Tensor,
+    /// Aggregation weight of each token in the mini-batch loss (depends on `loss_type`; the sum
+    /// over all micro-batches of one mini-batch is the normalizer the algorithm chose): (N,)
+    pub weight: Tensor,
+    /// Number of tokens N.
+    pub num_tokens: usize,
+}
+
+/// Shape of a mini-batch, for aggregation weights that normalize across micro-batches.
+#[derive(Clone, Copy, Debug)]
+pub struct MinibatchShape {
+    pub num_sequences: usize,
+    pub num_tokens: usize,
+    pub max_new_tokens: usize,
+}
+
+pub trait Algorithm {
+    fn name(&self) -> &'static str;
+
+    /// Per-sample advantages (or centered rewards, for ROVER) from the rewards of a rollout batch
+    /// laid out group by group (`group_size` samples per prompt).
+    fn advantages(&self, rewards: &[f32], group_size: usize) -> Vec<f32>;
+
+    /// Aggregation weight of each token of a sequence of `len` tokens in a mini-batch of `mb`.
+    fn token_weight(&self, len: usize, mb: &MinibatchShape) -> f32;
+
+    /// Loss of one micro-batch (already weighted, so micro-batch gradients just add up) and its
+    /// metrics.
+    fn loss(&self, cur: &LogProbStats, batch: &TokenBatch) -> Result<(Tensor, Metrics)>;
+
+    /// Whether a frozen reference model must be kept (KL penalty).
+    fn needs_reference(&self) -> bool {
+        false
+    }
+
+    /// Default number of mini-batches per rollout batch (ROVER needs several optimizer steps).
+    fn default_minibatches(&self) -> usize {
+        1
+    }
+}
+
+/// The `[algorithm]` table of a recipe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum AlgoConfig {
+    Grpo(grpo::GrpoConfig),
+    Rover(rover::RoverConfig),
+    /// Supervised fine-tuning on reference completions (warm starts); handled by the trainer's
+    /// SFT path, not by the RL loss.
+    Sft(SftConfig),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftConfig {}
+
+/// The one place a variant becomes an implementation.
+pub fn build(cfg: &AlgoConfig) -> Result<Box<dyn Algorithm>> {
+    Ok(match cfg {
+        AlgoConfig::Grpo(c) => Box::new(grpo::Grpo::new(c)?),
+        AlgoConfig::Rover(c) => Box::new(rover::Rover::new(c)?),
+        AlgoConfig::Sft(_) => {
+            anyhow::bail!("sft has no RL loss; the trainer runs it on its own path")
+        }
+    })
+}
+
+/// Masked sum Σ w·x over tokens: the aggregation every algorithm ends with.
+pub fn weighted_sum(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    (x * w)?.sum_all()
+}
+
+/// Weighted mean of a detached per-token quantity, for metrics.
+pub fn mean_of(x: &Tensor) -> f64 {
+    x.mean_all()
+        .and_then(|m| m.to_scalar::<f32>())
+        .map(f64::from)
+        .unwrap_or(f64::NAN)
+}

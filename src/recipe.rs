@@ -1,0 +1,522 @@
+//! Recipes: a TOML file deserialized into [`Recipe`] (file-shaped, unknown keys rejected), with
+//! `--set a.b=value` overrides applied to the TOML before deserializing, then resolved once into a
+//! validated [`Plan`] — every check a user can fail (model path, dataset, prompt slots, verifier
+//! fields, option ranges) runs here, before any weights load.
+//!
+//! Option names follow TRL where they exist (`num_generations`, `max_new_tokens`, `temperature`,
+//! `top_p`, `learning_rate`, `beta`, `epsilon`, `epsilon_high`, `loss_type`, `num_iterations`,
+//! `scale_rewards`, `mask_truncated_completions`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::algo::AlgoConfig;
+use crate::data::{DataConfig, Example, PromptTemplate};
+use crate::generate::SamplingConfig;
+use crate::model::ModelSource;
+use crate::optim::{AdamWConfig, LrSchedule};
+use crate::reward::VerifierConfig;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Run name (default: the recipe file's stem).
+    pub name: Option<String>,
+    #[serde(default)]
+    pub seed: u64,
+    pub model: ModelSection,
+    pub data: DataConfig,
+    /// Held-out problems for evaluation during and after training.
+    pub eval_data: Option<DataConfig>,
+    pub prompt: PromptSection,
+    pub verifier: VerifierConfig,
+    #[serde(default)]
+    pub generation: GenerationSection,
+    pub algorithm: AlgoConfig,
+    /// Exploration bonus added to advantages (i-MENTOR).
+    pub exploration: Option<crate::explore::ExplorationConfig>,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default)]
+    pub optimizer: OptimizerSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
+    #[serde(default)]
+    pub eval: EvalSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Local HF directory, `.gguf` file (relative to the recipe), or hub id `org/name`.
+    pub source: String,
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptSection {
+    /// A built-in template name (`countdown`, `gsm8k`, `math`) or a path to a `.txt` file with
+    /// `{field}` slots.
+    pub template: String,
+    /// Wrap the rendered prompt in the model's chat template.
+    #[serde(default = "yes")]
+    pub chat: bool,
+    /// Optional system message (overrides the template's own).
+    pub system: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerationSection {
+    /// Samples per prompt (the group size).
+    pub num_generations: usize,
+    pub max_new_tokens: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: usize,
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerationSection {
+    fn default() -> Self {
+        Self {
+            num_generations: 8,
+            max_new_tokens: 128,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            stop: vec![],
+        }
+    }
+}
+
+impl GenerationSection {
+    pub fn sampling(&self) -> SamplingConfig {
+        SamplingConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            max_new_tokens: self.max_new_tokens,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Optimizer-visible training steps (one rollout batch each for RL; one batch for SFT).
+    pub max_steps: u64,
+    /// Prompts per rollout batch (RL) or examples per batch (SFT).
+    pub prompts_per_step: usize,
+    /// Sequences per forward/backward; gradients accumulate over micro-batches.
+    pub micro_batch_size: usize,
+    /// Passes over each rollout batch (TRL's `num_iterations`, PPO epochs).
+    pub num_iterations: usize,
+    /// Optimizer steps per rollout batch; default: the algorithm's (GRPO 1, ROVER 4).
+    pub num_minibatches: Option<usize>,
+    /// Exclude completions cut at max_new_tokens from the loss (DAPO's overlong filtering).
+    pub mask_truncated_completions: bool,
+    pub max_grad_norm: f64,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            max_steps: 10,
+            prompts_per_step: 4,
+            micro_batch_size: 8,
+            num_iterations: 1,
+            num_minibatches: None,
+            mask_truncated_completions: false,
+            max_grad_norm: 1.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerSection {
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub lr_schedule: LrSchedule,
+}
+
+impl Default for OptimizerSection {
+    fn default() -> Self {
+        let a = AdamWConfig::default();
+        Self {
+            learning_rate: 1e-6,
+            weight_decay: a.weight_decay,
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            lr_schedule: LrSchedule::default(),
+        }
+    }
+}
+
+impl OptimizerSection {
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Write `rollouts/step_N.jsonl` every N steps (0 = never).
+    pub rollouts_every: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self { rollouts_every: 1 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// Save every N steps (0 = only at the end).
+    pub every: u64,
+    /// Keep the last K checkpoints.
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            keep_last: 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Evaluate on `eval_data` every N steps (0 = never during training).
+    pub every: u64,
+    /// Samples per problem.
+    pub num_samples: usize,
+    /// Use at most this many eval problems (0 = all).
+    pub max_problems: usize,
+    pub temperature: f64,
+    pub max_new_tokens: Option<usize>,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            num_samples: 8,
+            max_problems: 0,
+            temperature: 1.0,
+            max_new_tokens: None,
+        }
+    }
+}
+
+/// Read a recipe, apply `--set` overrides, deserialize. Errors carry the file and, for syntax and
+/// type errors in the file, serde's line/column and the valid names.
+pub fn load_recipe(path: &Path, overrides: &[String]) -> Result<Recipe> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading recipe {}; hint: recipes/ has examples",
+            path.display()
+        )
+    })?;
+    parse_recipe(&text, overrides).with_context(|| format!("in recipe {}", path.display()))
+}
+
+pub fn parse_recipe(text: &str, overrides: &[String]) -> Result<Recipe> {
+    // Parse the file as written first, so its own mistakes are reported with line and column.
+    let _: Recipe = toml::from_str(text)?;
+    let mut value: toml::Value = toml::from_str(text)?;
+    for o in overrides {
+        apply_override(&mut value, o)?;
+    }
+    let recipe: Recipe = value.try_into().context("after applying --set overrides")?;
+    Ok(recipe)
+}
+
+/// `a.b.c=value`: value parsed as TOML (number, bool, string, array, inline table), else a string.
+pub fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
+    let (key, raw) = spec.split_once('=').with_context(|| {
+        format!("--set `{spec}`: expected KEY=VALUE, e.g. --set train.max_steps=20")
+    })?;
+    let key = key.trim();
+    ensure!(!key.is_empty(), "--set `{spec}`: empty key");
+    let raw = raw.trim();
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").expect("parsed table has v"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = root;
+    for (i, part) in parts.iter().enumerate() {
+        let table = cur
+            .as_table_mut()
+            .with_context(|| format!("--set {key}: `{}` is not a table", parts[..i].join(".")))?;
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        cur = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    Ok(())
+}
+
+/// A recipe resolved against its directory and checked; everything the trainer needs.
+pub struct Plan {
+    pub recipe: Recipe,
+    pub name: String,
+    pub base_dir: PathBuf,
+    pub model_source: ModelSource,
+    pub train_examples: Vec<Example>,
+    pub eval_examples: Vec<Example>,
+    pub prompt: PromptTemplate,
+    pub sampling: SamplingConfig,
+    pub num_minibatches: usize,
+    pub is_sft: bool,
+}
+
+impl Recipe {
+    /// Validate and load what is cheap (datasets, prompt template), so a bad recipe fails before
+    /// any weights are read. `recipe_path` anchors relative paths.
+    pub fn resolve(mut self, recipe_path: &Path) -> Result<Plan> {
+        let base_dir = match recipe_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if let VerifierConfig::External(e) = &mut self.verifier {
+            let dir = base_dir.join(e.working_dir.clone().unwrap_or_default());
+            e.working_dir = Some(std::fs::canonicalize(&dir).unwrap_or(dir));
+        }
+        let name = self.name.clone().unwrap_or_else(|| {
+            recipe_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or("run".into())
+        });
+        let model_source = resolve_model(&self.model.source, &base_dir)?;
+        let g = &self.generation;
+        let sampling = g.sampling();
+        sampling.validate().context("[generation]")?;
+        ensure!(
+            g.num_generations >= 1,
+            "[generation] num_generations must be ≥ 1"
+        );
+        let t = &self.train;
+        ensure!(
+            t.prompts_per_step >= 1,
+            "[train] prompts_per_step must be ≥ 1"
+        );
+        ensure!(
+            t.micro_batch_size >= 1,
+            "[train] micro_batch_size must be ≥ 1"
+        );
+        ensure!(t.num_iterations >= 1, "[train] num_iterations must be ≥ 1");
+        ensure!(
+            t.max_grad_norm > 0.0,
+            "[train] max_grad_norm must be > 0 (use a large value to disable clipping)"
+        );
+        ensure!(
+            self.optimizer.learning_rate > 0.0,
+            "[optimizer] learning_rate must be > 0"
+        );
+        self.optimizer.adamw().validate()?;
+        self.optimizer.lr_schedule.validate()?;
+        let is_sft = matches!(self.algorithm, AlgoConfig::Sft(_));
+        if let Some(e) = &self.exploration {
+            ensure!(!is_sft, "[exploration] needs an RL algorithm, not sft");
+            e.validate().context("[exploration]")?;
+        }
+        let num_minibatches = if is_sft {
+            1
+        } else {
+            let algo = crate::algo::build(&self.algorithm)?;
+            t.num_minibatches
+                .unwrap_or_else(|| algo.default_minibatches())
+        };
+        let rollout = t.prompts_per_step * if is_sft { 1 } else { g.num_generations };
+        ensure!(
+            num_minibatches >= 1 && num_minibatches <= rollout,
+            "[train] num_minibatches = {num_minibatches} must be between 1 and the rollout batch size {rollout} \
+             (prompts_per_step × num_generations)"
+        );
+        let train_examples = crate::data::load(&self.data, &base_dir).context("[data]")?;
+        let eval_examples = match &self.eval_data {
+            Some(d) => crate::data::load(d, &base_dir).context("[eval_data]")?,
+            None => vec![],
+        };
+        if self.eval.every > 0 && eval_examples.is_empty() {
+            bail!(
+                "[eval] every = {} needs an [eval_data] table",
+                self.eval.every
+            );
+        }
+        let prompts_dir = crate::data::prompt::builtin_prompts_dir();
+        let tpl_path = base_dir.join(&self.prompt.template);
+        let tpl_ref = if tpl_path.is_file() {
+            tpl_path.to_string_lossy().into_owned()
+        } else {
+            self.prompt.template.clone()
+        };
+        let prompt = PromptTemplate::load(&tpl_ref, &prompts_dir).context("[prompt] template")?;
+        for ex in train_examples
+            .iter()
+            .take(1)
+            .chain(eval_examples.iter().take(1))
+        {
+            prompt
+                .validate(ex)
+                .with_context(|| format!("[prompt] template on example {}", ex.id))?;
+        }
+        let verifier = crate::reward::build(&self.verifier).context("[verifier]")?;
+        if !is_sft {
+            for ex in train_examples
+                .iter()
+                .take(8)
+                .chain(eval_examples.iter().take(8))
+            {
+                verifier
+                    .validate(ex)
+                    .with_context(|| format!("[verifier] on example {}", ex.id))?;
+            }
+        }
+        Ok(Plan {
+            recipe: self,
+            name,
+            base_dir,
+            model_source,
+            train_examples,
+            eval_examples,
+            prompt,
+            sampling,
+            num_minibatches,
+            is_sft,
+        })
+    }
+}
+
+/// A model source relative to the recipe when such a path exists, else as given (hub ids).
+pub fn resolve_model(source: &str, base_dir: &Path) -> Result<ModelSource> {
+    let rel = base_dir.join(source);
+    if rel.exists() {
+        return ModelSource::parse(&rel.to_string_lossy());
+    }
+    ModelSource::parse(source).context("[model] source")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+seed = 3
+[model]
+source = "tests/fixtures/tiny_llama"
+[data]
+source = "countdown"
+count = 10
+[prompt]
+template = "countdown"
+[verifier]
+name = "countdown"
+[algorithm]
+name = "grpo"
+"#;
+
+    #[test]
+    fn minimal_recipe_parses_with_defaults() {
+        let r = parse_recipe(BASE, &[]).unwrap();
+        assert_eq!(r.seed, 3);
+        assert_eq!(r.generation.num_generations, 8);
+        assert_eq!(r.train.max_grad_norm, 1.0);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_valid_names() {
+        let e = parse_recipe(&format!("{BASE}\n[train]\nmax_step = 3\n"), &[]).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("unknown field `max_step`") && msg.contains("max_steps"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_variant_is_rejected_with_valid_names() {
+        let e = parse_recipe(&BASE.replace("name = \"grpo\"", "name = \"ppo\""), &[]).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("unknown variant `ppo`") && msg.contains("rover"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_algorithm_option_is_rejected() {
+        let e = parse_recipe(
+            &BASE.replace("name = \"grpo\"", "name = \"grpo\"\nclip_eps = 0.3"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("clip_eps"));
+    }
+
+    #[test]
+    fn overrides_take_precedence_and_create_tables() {
+        let r = parse_recipe(
+            BASE,
+            &[
+                "seed=9".into(),
+                "train.max_steps=42".into(),
+                "algorithm.epsilon=0.3".into(),
+                "model.device=cpu".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r.seed, 9);
+        assert_eq!(r.train.max_steps, 42);
+        match r.algorithm {
+            AlgoConfig::Grpo(g) => assert_eq!(g.epsilon, 0.3),
+            _ => panic!(),
+        }
+        // A later override wins over an earlier one.
+        let r = parse_recipe(BASE, &["seed=1".into(), "seed=2".into()]).unwrap();
+        assert_eq!(r.seed, 2);
+    }
+
+    #[test]
+    fn bad_override_key_is_an_error() {
+        assert!(parse_recipe(BASE, &["train.nope=1".into()]).is_err());
+        assert!(parse_recipe(BASE, &["no_equals_sign".into()]).is_err());
+    }
+}
