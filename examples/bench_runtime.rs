@@ -5,7 +5,7 @@
 //!
 //! Modes:
 //! - `generate`: `--batch` copies of one chat prompt, greedy, exactly `--new-tokens` new tokens
-//!   (EOS ids are cleared so nothing stops early, like transformers' `min_new_tokens`). One short
+//!   (`min_new_tokens` = `max_new_tokens` masks EOS, as on the transformers side). One short
 //!   warm-up generation, then `--iters` timed ones; tokens/s = batch × new tokens / median time
 //!   (prefill included, as in `generate()` on the peer side).
 //! - `train`: rows of token ids from `--ids` (one row per line, space-separated, T+1 ids each);
@@ -83,7 +83,7 @@ fn main() -> Result<()> {
     let device = Device::Cpu;
     let src = ModelSource::parse(&a.model)?;
     let t_load = Instant::now();
-    let mut m = model::load(&src, &device, DType::F32)?;
+    let m = model::load(&src, &device, DType::F32)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let rss_after_load_mb = status_mb("VmRSS:");
     let load_peak_rss_mb = status_mb("VmHWM:");
@@ -91,11 +91,7 @@ fn main() -> Result<()> {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 
     let mut out = match a.mode {
-        BenchMode::Generate => {
-            // Exactly `new_tokens` per row: nothing may end a row early.
-            m.tokenizer.eos_ids.clear();
-            bench_generate(&a, &m, &device)?
-        }
+        BenchMode::Generate => bench_generate(&a, &m, &device)?,
         BenchMode::Train => bench_train(&a, &m, &device)?,
     };
     let extra = serde_json::json!({
@@ -126,10 +122,10 @@ fn bench_generate(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<s
     let dec = Decoder::new(&m.config, &m.params, Mode::Infer)?;
     let cfg = |n: usize| SamplingConfig {
         temperature: 0.0,
-        top_k: 0,
-        top_p: 1.0,
         max_new_tokens: n,
-        stop: vec![],
+        // EOS masked throughout, exactly as transformers' min_new_tokens on the peer side.
+        min_new_tokens: n,
+        ..SamplingConfig::default()
     };
     // Warm-up: thread pools, allocator, first-touch of the weights.
     generate::generate(

@@ -222,6 +222,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         top_k: a.top_k,
         top_p: a.top_p,
         max_new_tokens: a.max_new_tokens,
+        min_new_tokens: 0,
         stop: a.stop.clone(),
     };
     cfg.validate()?;

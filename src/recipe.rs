@@ -111,6 +111,7 @@ impl GenerationSection {
             top_k: self.top_k,
             top_p: self.top_p,
             max_new_tokens: self.max_new_tokens,
+            min_new_tokens: 0,
             stop: self.stop.clone(),
         }
     }

@@ -182,13 +182,13 @@ pub fn train(plan: &Plan, run: &RunDir, resume: bool) -> Result<()> {
         ));
         pb.inc(1);
 
-        if r.eval.every > 0 && step % r.eval.every == 0 {
+        if r.eval.every > 0 && step.is_multiple_of(r.eval.every) {
             let summary = evaluate_during_training(&ctx, verifier.as_ref(), &prompter)?;
             let mut line = serde_json::to_value(&summary)?;
             line["step"] = json!(step);
             run.append_jsonl("eval.jsonl", &line)?;
         }
-        if (r.checkpoint.every > 0 && step % r.checkpoint.every == 0) || step == total {
+        if (r.checkpoint.every > 0 && step.is_multiple_of(r.checkpoint.every)) || step == total {
             run.save_checkpoint(step, r.checkpoint.keep_last, |dir| {
                 model::save_hf_dir(
                     &dir.join("model"),
@@ -326,7 +326,7 @@ fn rl_step(
     let mut metrics = rollout_metrics(&samples);
     metrics.extend(explore_metrics);
 
-    if r.log.rollouts_every > 0 && step % r.log.rollouts_every == 0 {
+    if r.log.rollouts_every > 0 && step.is_multiple_of(r.log.rollouts_every) {
         dump_rollouts(run, step, examples, &samples, tok)?;
     }
 

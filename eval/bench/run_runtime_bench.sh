@@ -12,7 +12,8 @@
 # Usage (from any directory):   eval/bench/run_runtime_bench.sh
 # Knobs (environment):  MODEL (default: scripts/fetch_model.sh's GGUF), THREADS (nproc),
 #   ITERS (3), NEW_TOKENS (128), GEN_BATCHES ("1 8"), TRAIN_B (8), TRAIN_T (256),
-#   PY (/work/pyenv/bin/python), OUT (eval/results/runtime_bench.md), NICE (0; e.g. 19)
+#   PY (/work/pyenv/bin/python), OUT (eval/results/runtime_bench.md), NICE (0; e.g. 19),
+#   BUILD (1; 0 = use the already built target/release/examples/bench_runtime)
 # Tiny sanity run:  NEW_TOKENS=8 GEN_BATCHES=1 TRAIN_B=1 TRAIN_T=32 ITERS=1 OUT=/tmp/rb.md \
 #   eval/bench/run_runtime_bench.sh
 set -euo pipefail
@@ -20,7 +21,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
-command_line="$(for v in MODEL THREADS ITERS NEW_TOKENS GEN_BATCHES TRAIN_B TRAIN_T PY OUT NICE; do
+command_line="$(for v in MODEL THREADS ITERS NEW_TOKENS GEN_BATCHES TRAIN_B TRAIN_T PY OUT NICE BUILD; do
   [[ -n "${!v:-}" ]] && printf '%s=%q ' "$v" "${!v}"; done)eval/bench/run_runtime_bench.sh"
 
 MODEL="${MODEL:-$(scripts/fetch_model.sh)}"
@@ -37,8 +38,10 @@ NICE="${NICE:-0}"
 [[ -s "$MODEL" ]] || { echo "error: model $MODEL not found; run scripts/fetch_model.sh" >&2; exit 1; }
 [[ -x "$PY" ]] || { echo "error: python $PY not found; set PY to one with torch+transformers+gguf" >&2; exit 1; }
 
-echo "building examples/bench_runtime.rs (release)..." >&2
-nice -n "$NICE" cargo build --release --example bench_runtime >&2
+if [[ "${BUILD:-1}" != 0 ]]; then
+  echo "building examples/bench_runtime.rs (release)..." >&2
+  nice -n "$NICE" cargo build --release --example bench_runtime >&2
+fi
 bin="$root/target/release/examples/bench_runtime"
 
 mkdir -p "$(dirname "$OUT")"
@@ -69,18 +72,21 @@ nice -n "$NICE" "$PY" eval/bench/bench_torch.py ids --model "$MODEL" --batch "$T
 llmrl --mode train --ids "$ids"
 torch train --ids "$ids"
 
-"$PY" - "$work/meta.json" <<EOF
-import json, subprocess, sys
+# Values reach Python through the environment, so no quoting can break its source.
+BENCH_CMD="$command_line" BENCH_MODEL="$MODEL" BENCH_THREADS="$THREADS" BENCH_ITERS="$ITERS" \
+BENCH_LOAD_START="$load_start" "$PY" - "$work/meta.json" <<'EOF'
+import json, os, subprocess, sys
 sh = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+e = os.environ
 json.dump({
-    "command": """$command_line""",
-    "model": "$MODEL",
-    "threads": "$THREADS",
-    "iters": "$ITERS",
+    "command": e["BENCH_CMD"],
+    "model": e["BENCH_MODEL"],
+    "threads": e["BENCH_THREADS"],
+    "iters": e["BENCH_ITERS"],
     "cpu": sh("lscpu | grep 'Model name' | sed 's/.*: *//'"),
     "nproc": sh("nproc"),
-    "mem": sh("free -g | awk '/Mem:/ {print \$2 \" GiB\"}'"),
-    "load_start": "$load_start",
+    "mem": sh("free -g | awk '/Mem:/ {print $2 \" GiB\"}'"),
+    "load_start": e["BENCH_LOAD_START"],
     "load_end": sh("cut -d' ' -f1-3 /proc/loadavg"),
     "git": sh("git rev-parse --short HEAD") + (" (dirty)" if sh("git status --porcelain --untracked-files=no") else ""),
     "rustc": sh("rustc --version"),

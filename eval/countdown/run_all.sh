@@ -29,5 +29,4 @@ ev rover runs/countdown-rover
 ev zero_shot "$GGUF"
 $BIN report runs/countdown-grpo runs/countdown-rover --out "$OUT/curves" || true
 $BIN report runs/countdown-sft --out "$OUT/curves_sft" || true
-cp runs/countdown-*/metrics.jsonl "$OUT/" 2>/dev/null || true
 for r in sft grpo rover; do cp runs/countdown-$r/metrics.jsonl "$OUT/metrics_$r.jsonl"; done

@@ -144,6 +144,15 @@ pub fn generate(
 
     for step in 0..cfg.max_new_tokens {
         let mut next = Vec::with_capacity(rows.len());
+        if step < cfg.min_new_tokens {
+            for lg in logits.iter_mut() {
+                for &e in &tok.eos_ids {
+                    if let Some(x) = lg.get_mut(e as usize) {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
         for (row, lg) in rows.iter_mut().zip(&logits) {
             let (id, lp, mlp) = sampling::sample_with_stats(lg, cfg, &mut row.rng);
             row.ids.push(id);

@@ -17,6 +17,9 @@ pub struct SamplingConfig {
     /// Keep the smallest set of tokens with cumulative probability ≥ p; 1 = off.
     pub top_p: f64,
     pub max_new_tokens: usize,
+    /// End-of-sequence tokens are masked until this many tokens were generated (HF's
+    /// `min_new_tokens`).
+    pub min_new_tokens: usize,
     /// Generation ends when the completion's text contains one of these (it is cut there).
     pub stop: Vec<String>,
 }
@@ -28,6 +31,7 @@ impl Default for SamplingConfig {
             top_k: 0,
             top_p: 1.0,
             max_new_tokens: 256,
+            min_new_tokens: 0,
             stop: vec![],
         }
     }

@@ -185,7 +185,9 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         if self.num_attention_heads == 0
             || self.num_key_value_heads == 0
-            || self.num_attention_heads % self.num_key_value_heads != 0
+            || !self
+                .num_attention_heads
+                .is_multiple_of(self.num_key_value_heads)
         {
             bail!(
                 "config: num_attention_heads ({}) must be a positive multiple of num_key_value_heads ({})",
@@ -193,7 +195,7 @@ impl ModelConfig {
                 self.num_key_value_heads
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             bail!(
                 "config: head_dim {} must be even for rotary embeddings",
                 self.head_dim

@@ -102,14 +102,30 @@ fn smoke_recipe_trains_every_parameter() {
 
 #[test]
 fn killed_run_resumes_to_identical_metrics() {
-    let d = tempfile::tempdir().unwrap();
-    let recipe = repo("recipes/smoke.toml");
-    let sets = [
+    kill_and_resume(&[
         "--set",
         "train.max_steps=5",
         "--set",
         "algorithm.epsilon=0.1",
-    ];
+    ]);
+}
+
+#[test]
+fn killed_rover_imentor_run_resumes_to_identical_metrics() {
+    // ROVER with 2 mini-batches (Q' active) plus the i-MENTOR predictor and its optimizer state.
+    kill_and_resume(&[
+        "--set",
+        "train.max_steps=5",
+        "--set",
+        "algorithm={ name = \"rover\", num_minibatches = 2 }",
+        "--set",
+        "exploration={ name = \"imentor\" }",
+    ]);
+}
+
+fn kill_and_resume(sets: &[&str]) {
+    let d = tempfile::tempdir().unwrap();
+    let recipe = repo("recipes/smoke.toml");
     let full = d.path().join("full");
     let mut args = vec![
         "train",
@@ -117,7 +133,7 @@ fn killed_run_resumes_to_identical_metrics() {
         "--out",
         full.to_str().unwrap(),
     ];
-    args.extend(sets);
+    args.extend_from_slice(sets);
     run_ok(&args);
 
     let cut = d.path().join("cut");
@@ -127,7 +143,7 @@ fn killed_run_resumes_to_identical_metrics() {
         "--out",
         cut.to_str().unwrap(),
     ];
-    args.extend(sets);
+    args.extend_from_slice(sets);
     let mut child = bin()
         .args(&args)
         .stdout(Stdio::null())

@@ -30,3 +30,19 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .map(|x| x.as_u64().expect("int") as u32)
         .collect()
 }
+
+/// A unit-norm direction from a fixed seed, so finite-difference checks are reproducible.
+pub fn seeded_direction(shape: &candle_core::Shape) -> candle_core::Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let v: Vec<f32> = (0..shape.elem_count())
+        .map(|_| rng.random::<f32>() - 0.5)
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    candle_core::Tensor::from_vec(
+        v.iter().map(|x| x / norm).collect::<Vec<_>>(),
+        shape,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+}

@@ -81,7 +81,7 @@ fn same_seed_same_sample_whatever_the_batch() {
     let alone = generate(
         &dec,
         &m.tokenizer,
-        &[p.clone()],
+        std::slice::from_ref(&p),
         &[vec![1234]],
         &cfg,
         &Device::Cpu,

@@ -1,7 +1,9 @@
 //! Integration tests, one binary (ripgrep style). Fixtures in `tests/fixtures/` were produced by
 //! `tests/fixtures/make_fixtures.py` against HF transformers.
 
+mod algo;
 mod cli;
 mod common;
 mod generation;
+mod gguf;
 mod golden;
