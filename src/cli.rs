@@ -387,22 +387,13 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     let plan = recipe.resolve(&a.recipe)?;
     let src = model_source_or_run(&a.model)?;
     let r = &plan.recipe;
-    let mut examples = if plan.eval_examples.is_empty() {
-        plan.train_examples.clone()
-    } else {
-        plan.eval_examples.clone()
-    };
-    let max = a.max_problems.unwrap_or(r.eval.max_problems);
-    if max > 0 {
-        examples.truncate(max);
-    }
+    let examples = plan.eval_problems(a.max_problems.unwrap_or(r.eval.max_problems));
     let n = a.n.unwrap_or(r.eval.num_samples);
     anyhow::ensure!(n >= 1, "--n must be at least 1");
-    let mut sampling = plan.sampling.clone();
-    sampling.temperature = a.temperature.unwrap_or(r.eval.temperature);
-    if let Some(m) = a.max_new_tokens.or(r.eval.max_new_tokens) {
-        sampling.max_new_tokens = m;
-    }
+    let sampling = plan.eval_sampling(
+        a.temperature.unwrap_or(r.eval.temperature),
+        a.max_new_tokens.or(r.eval.max_new_tokens),
+    );
     sampling.validate()?;
     if a.out.exists() && std::fs::read_dir(&a.out)?.next().is_some() {
         bail!(

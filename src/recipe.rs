@@ -307,6 +307,33 @@ pub struct Plan {
     pub is_sft: bool,
 }
 
+impl Plan {
+    /// Problems to evaluate on: `eval_data` (else `data`), the first `max_problems` (0 = all).
+    pub fn eval_problems(&self, max_problems: usize) -> Vec<Example> {
+        let all = if self.eval_examples.is_empty() {
+            &self.train_examples
+        } else {
+            &self.eval_examples
+        };
+        let n = if max_problems == 0 {
+            all.len()
+        } else {
+            max_problems.min(all.len())
+        };
+        all[..n].to_vec()
+    }
+
+    /// The training sampling with evaluation's temperature and length.
+    pub fn eval_sampling(&self, temperature: f64, max_new_tokens: Option<usize>) -> SamplingConfig {
+        let mut s = self.sampling.clone();
+        s.temperature = temperature;
+        if let Some(m) = max_new_tokens {
+            s.max_new_tokens = m;
+        }
+        s
+    }
+}
+
 impl Recipe {
     /// Validate and load what is cheap (datasets, prompt template), so a bad recipe fails before
     /// any weights are read. `recipe_path` anchors relative paths.

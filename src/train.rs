@@ -23,7 +23,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::algo::{self, Algorithm, LogProbStats, Metrics, MinibatchShape, TokenBatch};
+use crate::algo::{
+    self, Algorithm, LogProbStats, Metrics, MinibatchShape, SequenceTargets, TokenBatch,
+};
 use crate::data::{DataCursor, Example};
 use crate::generate::{self, Completion, Finish};
 use crate::model::{self, ops, Decoder, LoadedModel, Mode, Params, Positions};
@@ -157,7 +159,7 @@ pub fn train(plan: &Plan, run: &RunDir, resume: bool) -> Result<()> {
                 &mut opt,
                 run,
             )?,
-            None => sft_step(&ctx, &prompter, &examples, step, lr, &mut opt)?,
+            None => sft_step(&ctx, &prompter, &examples, lr, &mut opt)?,
         };
         if metrics.get("skipped").copied() == Some(1.0) {
             state.skipped_steps += 1;
@@ -311,7 +313,7 @@ fn rl_step(
             .metrics();
     }
     let prompt_arcs: Vec<_> = prompts.into_iter().map(std::sync::Arc::new).collect();
-    let mut samples: Vec<Sample> = completions
+    let samples: Vec<Sample> = completions
         .into_iter()
         .zip(scores)
         .zip(advantages)
@@ -373,7 +375,6 @@ fn rl_step(
             }
         }
     }
-    samples.clear();
     metrics.extend(acc.mean());
     metrics.insert(
         "grad_norm".into(),
@@ -490,32 +491,20 @@ fn rl_micro_loss(
         ),
         None => None,
     };
-    let (mut old, mut old_mean, mut adv, mut next, mut has_next, mut weight) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for &i in micro {
-        let s = &samples[i];
-        let c = &s.completion;
-        let n = c.token_ids.len();
-        let base = old.len() as u32;
-        old.extend_from_slice(&c.logprobs);
-        old_mean.extend_from_slice(&c.mean_logprobs);
-        adv.extend(std::iter::repeat_n(s.advantage, n));
-        next.extend((0..n as u32).map(|j| base + (j + 1).min(n as u32 - 1)));
-        has_next.extend((0..n).map(|j| if j + 1 < n { 1f32 } else { 0.0 }));
-        weight.extend(std::iter::repeat_n(algo.token_weight(n, shape), n));
-    }
-    let n = old.len();
-    let f = |v: Vec<f32>| Tensor::from_vec(v, n, dev);
-    let batch = TokenBatch {
-        old_logp: f(old)?,
-        old_mean_logp: f(old_mean)?,
-        ref_logp,
-        advantage: f(adv)?,
-        next_index: Tensor::from_vec(next, n, dev)?,
-        has_next: f(has_next)?,
-        weight: f(weight)?,
-        num_tokens: n,
-    };
+    let seqs: Vec<SequenceTargets> = micro
+        .iter()
+        .map(|&i| {
+            let c = &samples[i].completion;
+            SequenceTargets {
+                old_logp: &c.logprobs,
+                old_mean_logp: &c.mean_logprobs,
+                advantage: samples[i].advantage,
+                weight: algo.token_weight(c.token_ids.len(), shape),
+            }
+        })
+        .collect();
+    let batch = TokenBatch::new(&seqs, ref_logp, dev)?;
+    let n = batch.num_tokens;
     let (loss, mut m) = algo.loss(&cur, &batch)?;
     m.insert("entropy".into(), algo::mean_of(&cur.entropy.detach()));
     m.insert(
@@ -637,11 +626,9 @@ fn sft_step(
     ctx: &Ctx,
     prompter: &Prompter,
     examples: &[&Example],
-    step: u64,
     lr: f64,
     opt: &mut AdamW,
 ) -> Result<Metrics> {
-    let _ = step;
     let r = &ctx.plan.recipe;
     let tok = &ctx.model.tokenizer;
     let t0 = Instant::now();
@@ -698,15 +685,10 @@ fn evaluate_during_training(
 ) -> Result<crate::eval::EvalSummary> {
     let r = &ctx.plan.recipe;
     let dec = Decoder::new(&ctx.model.config, ctx.params, Mode::Infer)?;
-    let mut examples: Vec<Example> = ctx.plan.eval_examples.clone();
-    if r.eval.max_problems > 0 {
-        examples.truncate(r.eval.max_problems);
-    }
-    let mut sampling = ctx.plan.sampling.clone();
-    sampling.temperature = r.eval.temperature;
-    if let Some(m) = r.eval.max_new_tokens {
-        sampling.max_new_tokens = m;
-    }
+    let examples = ctx.plan.eval_problems(r.eval.max_problems);
+    let sampling = ctx
+        .plan
+        .eval_sampling(r.eval.temperature, r.eval.max_new_tokens);
     let out = crate::eval::run::evaluate(
         &dec,
         &ctx.model.tokenizer,

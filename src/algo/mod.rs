@@ -13,7 +13,7 @@ pub mod rover;
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::ops::LogProbStats;
@@ -40,6 +40,52 @@ pub struct TokenBatch {
     pub weight: Tensor,
     /// Number of tokens N.
     pub num_tokens: usize,
+}
+
+/// One sequence of a micro-batch as the rollout left it: the input to [`TokenBatch::new`].
+pub struct SequenceTargets<'a> {
+    /// Per completion token: log π_old of the sampled token.
+    pub old_logp: &'a [f32],
+    /// Per completion token: mean over the vocabulary of log π_old.
+    pub old_mean_logp: &'a [f32],
+    pub advantage: f32,
+    /// Aggregation weight of each of its tokens ([`Algorithm::token_weight`]).
+    pub weight: f32,
+}
+
+impl TokenBatch {
+    /// Flatten sequences into one token batch, linking each token to its successor in the same
+    /// sequence (ROVER's Q'); `ref_logp` is (N,) when a reference model is used.
+    pub fn new(
+        seqs: &[SequenceTargets],
+        ref_logp: Option<Tensor>,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let (mut old, mut old_mean, mut adv, mut next, mut has_next, mut weight) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for s in seqs {
+            let n = s.old_logp.len();
+            let base = old.len() as u32;
+            old.extend_from_slice(s.old_logp);
+            old_mean.extend_from_slice(s.old_mean_logp);
+            adv.extend(std::iter::repeat_n(s.advantage, n));
+            next.extend((0..n as u32).map(|j| base + (j + 1).min(n as u32 - 1)));
+            has_next.extend((0..n).map(|j| if j + 1 < n { 1f32 } else { 0.0 }));
+            weight.extend(std::iter::repeat_n(s.weight, n));
+        }
+        let n = old.len();
+        let f = |v: Vec<f32>| Tensor::from_vec(v, n, device);
+        Ok(Self {
+            old_logp: f(old)?,
+            old_mean_logp: f(old_mean)?,
+            ref_logp,
+            advantage: f(adv)?,
+            next_index: Tensor::from_vec(next, n, device)?,
+            has_next: f(has_next)?,
+            weight: f(weight)?,
+            num_tokens: n,
+        })
+    }
 }
 
 /// Shape of a mini-batch, for aggregation weights that normalize across micro-batches.

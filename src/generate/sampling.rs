@@ -79,33 +79,25 @@ pub fn sample_with_stats(
     cfg: &SamplingConfig,
     rng: &mut ChaCha8Rng,
 ) -> (u32, f32, f32) {
-    let t = cfg.logprob_temperature();
-    let (id, lp) = pick(logits, cfg, rng);
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max / t
-        + logits
-            .iter()
-            .map(|&x| ((x as f64 - max) / t).exp())
-            .sum::<f64>()
-            .ln();
-    let mean_z = logits.iter().map(|&x| x as f64).sum::<f64>() / logits.len() as f64 / t;
-    (id, lp, (mean_z - lse) as f32)
-}
-
-fn pick(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
     let u: f64 = rng.random(); // drawn every step so the stream never depends on the settings
     let t = cfg.logprob_temperature();
+    // One pass over the vocabulary: unnormalized tempered probabilities, their sum and mean(z).
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max
-        + logits
-            .iter()
-            .map(|&x| ((x as f64 - max) / t).exp())
-            .sum::<f64>()
-            .ln()
-            * 1.0;
-    // lse of z = logits / t: max/t + log Σ exp((x − max)/t)
-    let lse = lse - max + max / t;
-    let logp = |i: usize| (logits[i] as f64 / t - lse) as f32;
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&x| ((x as f64 - max) / t).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let lse = max / t + total.ln(); // logsumexp of z = logits / t
+    let mean_z = logits.iter().map(|&x| x as f64).sum::<f64>() / logits.len() as f64 / t;
+    let id = pick(logits, &weights, total, cfg, u);
+    let logp = (logits[id] as f64 / t - lse) as f32;
+    (id as u32, logp, (mean_z - lse) as f32)
+}
+
+/// The token drawn with uniform `u` from `weights` (unnormalized, summing to `total`), after
+/// greedy / top-k / top-p selection.
+fn pick(logits: &[f32], weights: &[f64], total: f64, cfg: &SamplingConfig, u: f64) -> usize {
     if cfg.temperature <= 0.0 {
         let mut best = 0;
         for (i, &x) in logits.iter().enumerate() {
@@ -113,32 +105,34 @@ fn pick(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32
                 best = i;
             }
         }
-        return (best as u32, logp(best));
+        return best;
     }
-    let prob = |i: usize| ((logits[i] as f64 - max) / t).exp(); // unnormalized
-    if cfg.top_k == 0 && cfg.top_p >= 1.0 {
-        let total: f64 = (0..logits.len()).map(prob).sum();
-        let mut target = u * total;
-        for i in 0..logits.len() {
-            target -= prob(i);
+    let draw = |idx: &mut dyn Iterator<Item = usize>, mass: f64| -> Option<usize> {
+        let mut target = u * mass;
+        let mut last = None;
+        for i in idx {
+            target -= weights[i];
+            last = Some(i);
             if target < 0.0 {
-                return (i as u32, logp(i));
+                return Some(i);
             }
         }
-        let last = logits.len() - 1;
-        return (last as u32, logp(last));
+        last // rounding left a sliver of mass: the last candidate
+    };
+    if cfg.top_k == 0 && cfg.top_p >= 1.0 {
+        return draw(&mut (0..logits.len()), total).unwrap_or(0);
     }
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
     if cfg.top_k > 0 {
         idx.truncate(cfg.top_k);
     }
-    let total: f64 = idx.iter().map(|&i| prob(i)).sum();
     if cfg.top_p < 1.0 {
+        let candidates: f64 = idx.iter().map(|&i| weights[i]).sum();
         let mut cum = 0.0;
         let mut keep = idx.len();
         for (n, &i) in idx.iter().enumerate() {
-            cum += prob(i) / total;
+            cum += weights[i] / candidates;
             if cum >= cfg.top_p {
                 keep = n + 1;
                 break;
@@ -146,16 +140,8 @@ fn pick(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32
         }
         idx.truncate(keep);
     }
-    let kept: f64 = idx.iter().map(|&i| prob(i)).sum();
-    let mut target = u * kept;
-    for &i in &idx {
-        target -= prob(i);
-        if target < 0.0 {
-            return (i as u32, logp(i));
-        }
-    }
-    let last = *idx.last().expect("top-k/top-p keep at least one token");
-    (last as u32, logp(last))
+    let kept: f64 = idx.iter().map(|&i| weights[i]).sum();
+    draw(&mut idx.iter().copied(), kept).expect("top-k/top-p keep at least one token")
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor};
 use llmrl::algo::grpo::{Grpo, GrpoConfig, LossType, ScaleRewards};
 use llmrl::algo::rover::{Rover, RoverConfig};
-use llmrl::algo::{Algorithm, MinibatchShape, TokenBatch};
+use llmrl::algo::{Algorithm, LogProbStats, MinibatchShape, SequenceTargets, TokenBatch};
 use llmrl::generate::{generate, SamplingConfig};
 use llmrl::model::{Decoder, LoadedModel, Mode};
 use llmrl::train::completion_stats;
@@ -96,6 +96,33 @@ fn successor_value_is_the_vocabulary_average_of_q() {
     }
 }
 
+/// The rollouts as a token batch whose old-policy statistics are `old` (flattened (N,) each).
+fn token_batch(
+    outs: &[llmrl::generate::Completion],
+    old: &LogProbStats,
+    adv: &[f32],
+    weight_of: impl Fn(usize) -> f32,
+) -> TokenBatch {
+    let logp = old.logp.to_vec1::<f32>().unwrap();
+    let mean = old.mean_logp.to_vec1::<f32>().unwrap();
+    let mut start = 0;
+    let seqs: Vec<SequenceTargets> = outs
+        .iter()
+        .zip(adv)
+        .map(|(c, &advantage)| {
+            let k = c.token_ids.len();
+            start += k;
+            SequenceTargets {
+                old_logp: &logp[start - k..start],
+                old_mean_logp: &mean[start - k..start],
+                advantage,
+                weight: weight_of(k),
+            }
+        })
+        .collect();
+    TokenBatch::new(&seqs, None, &Device::Cpu).unwrap()
+}
+
 /// Gradients of `algo`'s loss on the rollouts, θ = θ_old (first mini-batch).
 fn first_minibatch_grads(
     algo: &dyn Algorithm,
@@ -115,26 +142,7 @@ fn first_minibatch_grads(
         num_tokens: n,
         max_new_tokens: 6,
     };
-    let (mut a, mut next, mut has, mut w) = (vec![], vec![], vec![], vec![]);
-    for (c, &ad) in outs.iter().zip(adv) {
-        let k = c.token_ids.len();
-        let base = a.len() as u32;
-        a.extend(std::iter::repeat_n(ad, k));
-        next.extend((0..k as u32).map(|j| base + (j + 1).min(k as u32 - 1)));
-        has.extend((0..k).map(|j| if j + 1 < k { 1f32 } else { 0.0 }));
-        w.extend(std::iter::repeat_n(algo.token_weight(k, &shape), k));
-    }
-    let t = |v: Vec<f32>| Tensor::from_vec(v, n, &Device::Cpu).unwrap();
-    let batch = TokenBatch {
-        old_logp: cur.logp.detach(),
-        old_mean_logp: cur.mean_logp.detach(),
-        ref_logp: None,
-        advantage: t(a),
-        next_index: Tensor::from_vec(next, n, &Device::Cpu).unwrap(),
-        has_next: t(has),
-        weight: t(w),
-        num_tokens: n,
-    };
+    let batch = token_batch(outs, &cur, adv, |k| algo.token_weight(k, &shape));
     let (loss, _) = algo.loss(&cur, &batch).unwrap();
     let g = loss.backward().unwrap();
     m.params
@@ -218,25 +226,7 @@ fn rover_loss_gradient_matches_finite_differences() {
         num_tokens: n,
         max_new_tokens: 6,
     };
-    let (mut a, mut next, mut has) = (vec![], vec![], vec![]);
-    for (c, &ad) in outs.iter().zip(&adv) {
-        let k = c.token_ids.len();
-        let base = a.len() as u32;
-        a.extend(std::iter::repeat_n(ad, k));
-        next.extend((0..k as u32).map(|j| base + (j + 1).min(k as u32 - 1)));
-        has.extend((0..k).map(|j| if j + 1 < k { 1f32 } else { 0.0 }));
-    }
-    let t = |v: Vec<f32>| Tensor::from_vec(v, n, &Device::Cpu).unwrap();
-    let batch = TokenBatch {
-        old_logp: old_stats.logp.clone(),
-        old_mean_logp: old_stats.mean_logp.clone(),
-        ref_logp: None,
-        advantage: t(a),
-        next_index: Tensor::from_vec(next, n, &Device::Cpu).unwrap(),
-        has_next: t(has),
-        weight: t(vec![rover.token_weight(1, &shape); n]),
-        num_tokens: n,
-    };
+    let batch = token_batch(&outs, &old_stats, &adv, |_| rover.token_weight(1, &shape));
     let loss_at = |mode| {
         let dec = Decoder::new(&m.config, &m.params, mode).unwrap();
         let cur = completion_stats(&dec, &seqs, 1.0, &Device::Cpu).unwrap();
@@ -244,36 +234,15 @@ fn rover_loss_gradient_matches_finite_differences() {
     };
     let loss = loss_at(Mode::Train);
     let grads = loss.backward().unwrap();
-    // Central differences along a fixed unit direction.
-    let name = "model.layers.1.mlp.up_proj.weight";
-    let var = m.params.var(name).unwrap().clone();
+    let var = m
+        .params
+        .var("model.layers.1.mlp.up_proj.weight")
+        .unwrap()
+        .clone();
     let g = grads.get(var.as_tensor()).unwrap();
-    let dir = crate::common::seeded_direction(var.shape());
-    let norm = dir
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .sqrt()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap() as f64;
-    let dir = (dir / norm).unwrap();
-    let analytic = (g * &dir)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap() as f64;
-    let orig = var.as_tensor().copy().unwrap();
-    let eps = 1e-2;
-    let f = |s: f64| {
-        var.set(&(&orig + (&dir * s).unwrap()).unwrap()).unwrap();
+    let (analytic, numeric) = directional_derivatives(&var, g, 1e-2, || {
         loss_at(Mode::Infer).to_scalar::<f32>().unwrap() as f64
-    };
-    let (lp, lm) = (f(eps), f(-eps));
-    var.set(&orig).unwrap();
-    let numeric = (lp - lm) / (2.0 * eps);
+    });
     let rel = (numeric - analytic).abs() / analytic.abs().max(1e-4);
     assert!(rel < 2e-2, "analytic {analytic} vs numeric {numeric}");
 }

@@ -31,18 +31,35 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-/// A unit-norm direction from a fixed seed, so finite-difference checks are reproducible.
-pub fn seeded_direction(shape: &candle_core::Shape) -> candle_core::Tensor {
+/// Derivative of `loss` with respect to `var` along a fixed-seed unit direction: the analytic
+/// value from `grad` (∂loss/∂var) and the numeric one from central differences of step `eps`.
+/// `var` is restored afterwards.
+pub fn directional_derivatives(
+    var: &candle_core::Var,
+    grad: &candle_core::Tensor,
+    eps: f64,
+    loss: impl Fn() -> f64,
+) -> (f64, f64) {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
-    let v: Vec<f32> = (0..shape.elem_count())
+    let v: Vec<f32> = (0..var.elem_count())
         .map(|_| rng.random::<f32>() - 0.5)
         .collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    candle_core::Tensor::from_vec(
-        v.iter().map(|x| x / norm).collect::<Vec<_>>(),
-        shape,
-        &candle_core::Device::Cpu,
-    )
-    .unwrap()
+    let v: Vec<f32> = v.iter().map(|x| x / norm).collect();
+    let dir = candle_core::Tensor::from_vec(v, var.shape(), &candle_core::Device::Cpu).unwrap();
+    let analytic = (grad * &dir)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    let orig = var.as_tensor().copy().unwrap();
+    let at = |s: f64| {
+        var.set(&(&orig + (&dir * s).unwrap()).unwrap()).unwrap();
+        loss()
+    };
+    let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+    var.set(&orig).unwrap();
+    (analytic, numeric)
 }
