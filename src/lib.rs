@@ -16,4 +16,5 @@ pub mod recipe;
 pub mod report;
 pub mod reward;
 pub mod run_dir;
+pub mod toy;
 pub mod train;

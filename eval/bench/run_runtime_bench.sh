@@ -22,7 +22,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 command_line="$(for v in MODEL THREADS ITERS NEW_TOKENS GEN_BATCHES TRAIN_B TRAIN_T PY OUT NICE BUILD; do
-  [[ -n "${!v:-}" ]] && printf '%s=%q ' "$v" "${!v}"; done)eval/bench/run_runtime_bench.sh"
+  if [[ -n "${!v:-}" ]]; then printf "%s=%q " "$v" "${!v}"; fi; done)eval/bench/run_runtime_bench.sh"
 
 MODEL="${MODEL:-$(scripts/fetch_model.sh)}"
 THREADS="${THREADS:-$(nproc)}"

@@ -10,6 +10,7 @@
 //! Not here: exploration bonuses (i-MENTOR) and reward shaping, which live in `algo`.
 
 pub mod countdown;
+pub mod exact;
 pub mod external;
 pub mod math;
 mod score_file;
@@ -57,7 +58,7 @@ impl Score {
 pub trait Verifier: Send + Sync {
     fn score(&self, example: &Example, completion: &str) -> Score;
 
-    /// The verifier's name as written in recipes (`countdown`, `math`, `external`).
+    /// The verifier's name as written in recipes (`countdown`, `math`, `external`, `exact_match`).
     fn name(&self) -> &str;
 
     /// Checks that an example carries what this verifier needs (ground truth fields of the right
@@ -75,6 +76,7 @@ pub enum VerifierConfig {
     Countdown(CountdownConfig),
     Math(MathConfig),
     External(ExternalConfig),
+    ExactMatch(exact::ExactMatchConfig),
 }
 
 /// Builds the verifier a config describes. The only place verifier variants are dispatched.
@@ -83,6 +85,7 @@ pub fn build(cfg: &VerifierConfig) -> anyhow::Result<Box<dyn Verifier>> {
         VerifierConfig::Countdown(c) => Box::new(CountdownVerifier::new(c)?),
         VerifierConfig::Math(c) => Box::new(MathVerifier::new(c)?),
         VerifierConfig::External(c) => Box::new(ExternalVerifier::new(c)?),
+        VerifierConfig::ExactMatch(c) => Box::new(exact::ExactMatchVerifier::new(c)?),
     })
 }
 

@@ -7,3 +7,4 @@ mod common;
 mod generation;
 mod gguf;
 mod golden;
+mod tree_mdp;
