@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use clap::{Parser, ValueEnum};
 use llmrl::generate::{self, SamplingConfig};
 use llmrl::model::{self, ops, Decoder, Message, Mode, ModelSource, Positions};
@@ -61,6 +61,9 @@ struct Args {
     /// Timed iterations after the warm-up.
     #[arg(long, default_value_t = 3)]
     iters: usize,
+    /// `cpu` (f32) or `cuda:N` (bf16; needs a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// A `VmXxx:  N kB` field of /proc/self/status in MiB (0 where unavailable, e.g. not Linux).
@@ -80,10 +83,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> Result<()> {
     let a = Args::parse();
     anyhow::ensure!(a.iters >= 1, "--iters must be at least 1");
-    let device = Device::Cpu;
+    let (device, dtype) = llmrl::cli::parse_device(&a.device)?;
     let src = ModelSource::parse(&a.model)?;
     let t_load = Instant::now();
-    let m = model::load(&src, &device, DType::F32)?;
+    let m = model::load(&src, &device, dtype)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let rss_after_load_mb = status_mb("VmRSS:");
     let load_peak_rss_mb = status_mb("VmHWM:");
@@ -218,6 +221,7 @@ fn bench_train(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<serd
         let fwd = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let grads = loss.backward()?;
+        device.synchronize()?; // GPU kernels run asynchronously
         let bwd = t1.elapsed().as_secs_f64();
         let with_grad = m
             .params

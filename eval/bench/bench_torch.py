@@ -62,10 +62,19 @@ def load(args, need_model: bool = True):
     tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
     if not need_model:
         return tok, None
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     model = AutoModelForCausalLM.from_pretrained(
-        d, gguf_file=name, dtype=torch.float32, attn_implementation="sdpa"
-    )
+        d, gguf_file=name, dtype=dtype, attn_implementation="sdpa"
+    ).to(args.device)
     return tok, model
+
+
+def sync(args) -> None:
+    """GPU kernels run asynchronously: wait for them before reading the clock."""
+    if args.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def cmd_ids(args) -> None:
@@ -90,7 +99,7 @@ def cmd_generate(args, tok, model) -> dict:
         [{"role": "user", "content": args.prompt}], tokenize=False, add_generation_prompt=True
     )
     ids = tok.encode(text, add_special_tokens=False)
-    x = torch.tensor([ids] * args.batch)  # (B, P)
+    x = torch.tensor([ids] * args.batch, device=args.device)  # (B, P)
     mask = torch.ones_like(x)
     eos = model.generation_config.eos_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else (eos if isinstance(eos, int) else eos[0])
@@ -114,6 +123,7 @@ def cmd_generate(args, tok, model) -> dict:
     for _ in range(args.iters):
         t0 = time.perf_counter()
         out = run(args.new_tokens)
+        sync(args)
         times.append(time.perf_counter() - t0)
         got = out.shape[1] - len(ids)
         if got != args.new_tokens:
@@ -137,7 +147,7 @@ def cmd_train(args, tok, model) -> dict:
 
     with open(args.ids) as f:
         rows = [[int(t) for t in line.split()] for line in f if line.strip()]
-    ids = torch.tensor(rows)  # (B, T+1)
+    ids = torch.tensor(rows, device=args.device)  # (B, T+1)
     x, tgt = ids[:, :-1], ids[:, 1:]
     b, t = x.shape
     model.train()
@@ -146,11 +156,12 @@ def cmd_train(args, tok, model) -> dict:
     def step():
         t0 = time.perf_counter()
         logits = model(input_ids=x).logits  # (B, T, V) f32
-        loss = F.cross_entropy(logits.reshape(b * t, -1), tgt.reshape(-1))
+        loss = F.cross_entropy(logits.float().reshape(b * t, -1), tgt.reshape(-1))
         loss_v = float(loss.detach())
         fwd = time.perf_counter() - t0
         t1 = time.perf_counter()
         loss.backward()
+        sync(args)
         bwd = time.perf_counter() - t1
         with_grad = sum(p.grad is not None for p in params)
         model.zero_grad(set_to_none=True)
@@ -191,6 +202,8 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--text", default="/usr/share/common-licenses/GPL-3")
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
 
@@ -228,8 +241,12 @@ def main() -> None:
             "peak_rss_mb": max(load_peak, phase_peak),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
+            "device": args.device,
+            "dtype": args.dtype,
         }
     )
+    if args.device.startswith("cuda"):
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))
 
 

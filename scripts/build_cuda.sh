@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Build the CUDA binary of llmrl on a machine without a GPU (no system CUDA, no nvcc): the
+# compiler and headers come from PyPI's CUDA 13.0 packages (pinned: the H200 machine's driver is
+# CUDA 13.0, and PTX from a newer nvcc is rejected there), the CUDA libraries are linked through
+# empty stubs carrying the right sonames and resolved at load time on the GPU machine.
+# Recipe checked in ../shared/design/reference/cuda_build.md. Output: target/cuda/release/llmrl
+# (and examples). On the GPU machine: LD_LIBRARY_PATH=<site-packages>/nvidia/cu13/lib.
+# Usage: scripts/build_cuda.sh [COMPUTE_CAP]   (default 90 = H100/H200)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cap="${1:-90}"
+venv=target/cuda-toolkit
+if [[ ! -x "$venv/bin/pip" ]]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q "nvidia-cuda-nvcc==13.0.88" "nvidia-cuda-runtime==13.0.96" \
+  "nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.*" "nvidia-nvvm==13.0.88"
+C="$(cd "$venv"/lib/python3*/site-packages/nvidia/cu13 && pwd)"
+stubs="$PWD/target/cuda-stubs"
+mkdir -p "$stubs"
+echo 'void llmrl_cuda_stub(void) {}' > "$stubs/empty.c"
+for lib in libcuda.so.1 libnvrtc.so.13 libcurand.so.10 libcublas.so.13 libcublasLt.so.13 libcudart.so.13; do
+  base="${lib%%.so*}"
+  gcc -shared -fPIC -Wl,-soname,"$lib" -o "$stubs/$base.so" "$stubs/empty.c"
+done
+export PATH="$C/bin:$PATH" CUDA_ROOT="$C" CUDA_PATH="$C" CUDA_COMPUTE_CAP="$cap"
+export CARGO_TARGET_DIR=target/cuda
+export RUSTFLAGS="-L $stubs -C link-arg=-Wl,--unresolved-symbols=ignore-all"
+cargo build --release --features cuda --bin llmrl --examples
+# Relink so the CUDA libraries are recorded as NEEDED (the stubs were dropped as unused).
+cargo rustc --release --features cuda --bin llmrl -- -C link-arg=-Wl,--no-as-needed \
+  -C link-arg=-lcuda -C link-arg=-lnvrtc -C link-arg=-lcurand -C link-arg=-lcublas \
+  -C link-arg=-lcublasLt -C link-arg=-lcudart
+readelf -d target/cuda/release/llmrl | grep NEEDED
+ls -la target/cuda/release/llmrl
