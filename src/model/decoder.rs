@@ -128,11 +128,19 @@ impl Positions {
 
 impl Decoder {
     pub fn new(cfg: &ModelConfig, params: &Params, mode: Mode) -> anyhow::Result<Self> {
+        let compute = params.compute_dtype();
         let get = |name: &str| -> anyhow::Result<Tensor> {
             let t = params.var(name)?.as_tensor();
-            Ok(match mode {
+            let t = match mode {
                 Mode::Train => t.clone(),
                 Mode::Infer => t.detach(),
+            };
+            // Mixed precision: the f32 master weights are cast for compute; in training the cast
+            // is part of the graph, so gradients reach the f32 variables in f32.
+            Ok(if t.dtype() == compute {
+                t
+            } else {
+                t.to_dtype(compute)?
             })
         };
         let opt = |name: &str| -> anyhow::Result<Option<Tensor>> {

@@ -75,7 +75,8 @@ pub struct LoadedModel {
     pub stored_dtype: String,
 }
 
-/// Load a model with weights converted to `dtype` on `device`.
+/// Load a model on `device`: weights are kept in f32 (the master copy the optimizer updates) and
+/// forwards compute in `dtype` (f32 on CPU, bf16 on CUDA).
 pub fn load(src: &ModelSource, device: &Device, dtype: DType) -> Result<LoadedModel> {
     match src {
         ModelSource::Dir(d) => load_dir(d, device, dtype),
@@ -181,14 +182,14 @@ fn load_dir(dir: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> {
             let t = st
                 .load(&name, device)
                 .with_context(|| format!("loading tensor `{name}` from {}", f.display()))?;
-            tensors.push((name, t.to_dtype(dtype)?));
+            tensors.push((name, t.to_dtype(DType::F32)?));
         }
     }
     if config.tie_word_embeddings {
         // Some checkpoints store the tied head anyway; the embedding is the one we train.
         tensors.retain(|(n, _)| n != "lm_head.weight");
     }
-    let params = Params::from_tensors(tensors)?;
+    let params = Params::from_tensors(tensors)?.with_compute_dtype(dtype);
     check_weights(&config, &params)?;
     merge_eos(&mut config, &mut tokenizer, generation_config.as_ref());
     Ok(LoadedModel {
@@ -418,9 +419,9 @@ fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> 
                 t = unpermute(&t, kv_heads)?;
             }
         }
-        tensors.push((hf.clone(), t.to_device(device)?.to_dtype(dtype)?));
+        tensors.push((hf.clone(), t.to_device(device)?.to_dtype(DType::F32)?));
     }
-    let params = Params::from_tensors(tensors)?;
+    let params = Params::from_tensors(tensors)?.with_compute_dtype(dtype);
     check_weights(&config, &params)?;
 
     use candle_core::quantized::tokenizer::TokenizerFromGguf;

@@ -14,6 +14,9 @@ pub struct Params {
     /// Names in a stable order (the order the loader produced, sorted), for optimizers and saving.
     names: Vec<String>,
     vars: HashMap<String, Var>,
+    /// The dtype forwards compute in (bf16 on CUDA over f32 master weights); defaults to the
+    /// variables' own.
+    compute_dtype: Option<DType>,
 }
 
 impl Params {
@@ -28,7 +31,11 @@ impl Params {
             names.push(name);
         }
         names.sort();
-        Ok(Self { names, vars })
+        Ok(Self {
+            names,
+            vars,
+            compute_dtype: None,
+        })
     }
 
     pub fn names(&self) -> &[String] {
@@ -65,6 +72,16 @@ impl Params {
             .unwrap_or(DType::F32)
     }
 
+    /// Forwards cast the weights to `dtype` (the variables, and so the optimizer, stay as they are).
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Self {
+        self.compute_dtype = Some(dtype);
+        self
+    }
+
+    pub fn compute_dtype(&self) -> DType {
+        self.compute_dtype.unwrap_or_else(|| self.dtype())
+    }
+
     pub fn device(&self) -> Device {
         self.vars
             .values()
@@ -80,6 +97,9 @@ impl Params {
             .into_iter()
             .map(|(n, v)| Ok((n, v.as_tensor().copy()?)))
             .collect::<Result<Vec<_>>>()?;
-        Self::from_tensors(tensors)
+        Ok(Self {
+            compute_dtype: self.compute_dtype,
+            ..Self::from_tensors(tensors)?
+        })
     }
 }

@@ -252,3 +252,44 @@ fn greedy_generation_matches_transformers() {
         assert_eq!(out[0].token_ids, want, "{fam}");
     }
 }
+
+#[test]
+fn bf16_compute_over_f32_master_weights() {
+    // What CUDA runs (bf16 activations, f32 master weights), checked on the CPU.
+    let src = llmrl::model::ModelSource::Dir(fixture_dir("tiny_qwen3"));
+    let m = llmrl::model::load(&src, &Device::Cpu, candle_core::DType::BF16).unwrap();
+    assert_eq!(
+        m.params.dtype(),
+        candle_core::DType::F32,
+        "master weights stay f32"
+    );
+    let exp = expected("tiny_qwen3");
+    let case = &exp["cases"][1];
+    let input = ids(&case["input_ids"]);
+    let dec = Decoder::new(&m.config, &m.params, Mode::Train).unwrap();
+    let got: Vec<Vec<f32>> = logits_of(&dec, &input, &Device::Cpu)
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    for (t, row) in case["logits"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<f32> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let d = max_abs_diff(&got[t], &want);
+        assert!(d < 0.25, "bf16 position {t}: max |Δlogit| = {d}");
+    }
+    // Gradients flow through the casts to every f32 variable, in f32.
+    let loss = nll(&dec, &ids(&exp["loss_check"]["input_ids"]));
+    let grads = loss.backward().unwrap();
+    for (name, var) in m.params.named_vars() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        assert_eq!(g.dtype(), candle_core::DType::F32, "{name}");
+    }
+}
