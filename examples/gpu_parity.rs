@@ -23,7 +23,9 @@ fn main() -> Result<()> {
     let dev_name = std::env::args().nth(1).unwrap_or_else(|| "cuda:0".into());
     let (device, dtype) = llmrl::cli::parse_device(&dev_name)?;
     let tol = if dtype == DType::F32 { 1e-4 } else { 0.1 };
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    // Relative to the repository root (where eval/gpu/run.sh runs), so a binary built on another
+    // machine finds the fixtures of the checkout it runs in.
+    let root = std::path::PathBuf::from("tests/fixtures");
     let mut worst = 0f32;
     for fam in ["tiny_llama", "tiny_llama3", "tiny_qwen2", "tiny_qwen3"] {
         let dir = root.join(fam);

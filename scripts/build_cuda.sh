@@ -26,10 +26,21 @@ done
 export PATH="$C/bin:$PATH" CUDA_ROOT="$C" CUDA_PATH="$C" CUDA_COMPUTE_CAP="$cap"
 export CARGO_TARGET_DIR=target/cuda
 export RUSTFLAGS="-L $stubs -C link-arg=-Wl,--unresolved-symbols=ignore-all"
-cargo build --release --features cuda --bin llmrl --examples
-# Relink so the CUDA libraries are recorded as NEEDED (the stubs were dropped as unused).
-cargo rustc --release --features cuda --bin llmrl -- -C link-arg=-Wl,--no-as-needed \
-  -C link-arg=-lcuda -C link-arg=-lnvrtc -C link-arg=-lcurand -C link-arg=-lcublas \
-  -C link-arg=-lcublasLt -C link-arg=-lcudart
+cargo build --release --features cuda --bin llmrl --example gpu_parity --example bench_runtime
+# Relink so the CUDA libraries are recorded as NEEDED (the stubs were dropped as unused). Only the
+# final binaries: build scripts must stay runnable here, where no libcuda.so.1 exists.
+needed=(-C link-arg=-Wl,--no-as-needed -C link-arg=-lcuda -C link-arg=-lnvrtc -C link-arg=-lcurand
+  -C link-arg=-lcublas -C link-arg=-lcublasLt -C link-arg=-lcudart)
+cargo rustc --release --features cuda --bin llmrl -- "${needed[@]}"
+for ex in gpu_parity bench_runtime; do
+  cargo rustc --release --features cuda --example "$ex" -- "${needed[@]}"
+done
 readelf -d target/cuda/release/llmrl | grep NEEDED
-ls -la target/cuda/release/llmrl
+# The device call carries at most 64 MiB: strip and pack (≈10 MB); eval/gpu/run.sh unpacks it.
+dist=target/cuda/dist
+rm -rf "$dist" && mkdir -p "$dist/bin"
+cp target/cuda/release/llmrl target/cuda/release/examples/gpu_parity target/cuda/release/examples/bench_runtime "$dist/bin/"
+strip "$dist"/bin/*
+tar -C "$dist" -cJf "$dist/llmrl-cuda.tar.xz" bin
+rm -rf "$dist/bin"
+ls -la "$dist/llmrl-cuda.tar.xz"
