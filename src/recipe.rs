@@ -133,6 +133,10 @@ pub struct TrainSection {
     /// Exclude completions cut at max_new_tokens from the loss (DAPO's overlong filtering).
     pub mask_truncated_completions: bool,
     pub max_grad_norm: f64,
+    /// Skip the forward/backward of samples whose loss has no gradient (zero advantage under
+    /// a clipped surrogate without KL). The update is the same either way (up to float
+    /// summation order); off only to measure the full cost.
+    pub skip_zero_advantage: bool,
 }
 
 impl Default for TrainSection {
@@ -145,6 +149,7 @@ impl Default for TrainSection {
             num_minibatches: None,
             mask_truncated_completions: false,
             max_grad_norm: 1.0,
+            skip_zero_advantage: true,
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::algo::{
 };
 use crate::data::{DataCursor, Example};
 use crate::generate::{self, Completion, Finish};
-use crate::model::{self, ops, Decoder, LoadedModel, Mode, Params, Positions};
+use crate::model::{self, ops, Decoder, LoadedModel, Mode, Params, Positions, SharedPrefixBatch};
 use crate::optim::{self, AdamW};
 use crate::prompting::Prompter;
 use crate::recipe::Plan;
@@ -340,8 +340,10 @@ fn rl_step(
     let mut rng =
         ChaCha8Rng::seed_from_u64(r.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
     let n_mb = ctx.plan.num_minibatches;
+    let skip_zero = r.train.skip_zero_advantage && algo.zero_advantage_has_no_gradient();
     let mut acc = MetricAcc::default();
     let mut grad_norms = Vec::new();
+    let mut losses = Vec::new();
     let mut skipped = false;
     for _ in 0..r.train.num_iterations {
         order.shuffle(&mut rng);
@@ -357,8 +359,25 @@ fn rl_step(
                     .sum(),
                 max_new_tokens: r.generation.max_new_tokens,
             };
+            // Samples whose loss term has no gradient (zero advantage in a clipped-surrogate
+            // loss without KL) skip the forward/backward; they still count in `shape`, the
+            // normalizer, exactly as in the full loss.
+            let mut active: Vec<usize> = mb
+                .iter()
+                .copied()
+                .filter(|&i| !(skip_zero && samples[i].advantage == 0.0))
+                .collect();
+            // A prompt's samples go to the same micro-batches, so its prefix runs once.
+            active.sort_by_key(|&i| (samples[i].completion.prompt_index, i));
             let mut grads = GradStore::default();
-            for micro in mb.chunks(r.train.micro_batch_size) {
+            let mut mb_loss = 0.0;
+            if active.is_empty() {
+                // All-zero gradient: still an optimizer step (moments and weight decay move on).
+                for (_, var) in ctx.params.named_vars() {
+                    grads.insert(var.as_tensor(), var.as_tensor().zeros_like()?);
+                }
+            }
+            for micro in active.chunks(r.train.micro_batch_size) {
                 let (loss, m) = rl_micro_loss(ctx, algo, &samples, micro, &shape)?;
                 acc.add(
                     &m,
@@ -367,8 +386,11 @@ fn rl_step(
                         .map(|&i| samples[i].completion.token_ids.len())
                         .sum::<usize>() as f64,
                 );
+                mb_loss += loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
                 grads.extend(loss.backward()?)?;
             }
+            // The mini-batch objective: micro-batch losses are already weighted to add up to it.
+            losses.push(mb_loss);
             match apply_update(ctx.params, opt, &mut grads, r.train.max_grad_norm, lr)? {
                 Some(norm) => grad_norms.push(norm),
                 None => skipped = true,
@@ -376,6 +398,10 @@ fn rl_step(
         }
     }
     metrics.extend(acc.mean());
+    metrics.insert(
+        "loss".into(),
+        losses.iter().sum::<f64>() / losses.len().max(1) as f64,
+    );
     metrics.insert(
         "grad_norm".into(),
         grad_norms.iter().sum::<f64>() / grad_norms.len().max(1) as f64,
@@ -424,7 +450,63 @@ fn apply_update(
 
 /// Per-token statistics of the completions of `seqs` (prompt, completion) under `dec`, flattened
 /// sequence by sequence: (N,) each, N = total completion tokens.
+///
+/// Samples of the same prompt (a GRPO group) share one pass over the prompt
+/// ([`SharedPrefixBatch`]); a batch without repeated prompts runs row by row.
 pub fn completion_stats(
+    dec: &Decoder,
+    seqs: &[(&[u32], &[u32])],
+    temperature: f64,
+    device: &Device,
+) -> Result<LogProbStats> {
+    let mut prompts: Vec<&[u32]> = Vec::new();
+    let mut owner = Vec::with_capacity(seqs.len());
+    for (p, _) in seqs {
+        match prompts.iter().position(|q| q == p) {
+            Some(i) => owner.push(i),
+            None => {
+                owner.push(prompts.len());
+                prompts.push(p);
+            }
+        }
+    }
+    let shares = prompts.len() < seqs.len();
+    if !shares || seqs.iter().any(|(p, c)| p.is_empty() || c.is_empty()) {
+        return completion_stats_unshared(dec, seqs, temperature, device);
+    }
+    // The prefix is the prompt minus its last token; each suffix starts with that token, so the
+    // suffix's hidden state j predicts completion token j and the prefix needs no LM head.
+    let prefixes: Vec<&[u32]> = prompts.iter().map(|p| &p[..p.len() - 1]).collect();
+    let suffixes: Vec<Vec<u32>> = seqs
+        .iter()
+        .map(|(p, c)| {
+            std::iter::once(p[p.len() - 1])
+                .chain(c[..c.len() - 1].iter().copied())
+                .collect()
+        })
+        .collect();
+    let suffix_refs: Vec<&[u32]> = suffixes.iter().map(|s| s.as_slice()).collect();
+    let batch = SharedPrefixBatch::new(&prefixes, &suffix_refs, owner, device)?;
+    let hidden = dec.forward_hidden_shared(&batch)?; // (B, T, H)
+    let (_, t, h) = hidden.dims3()?;
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (b, (_, c)) in seqs.iter().enumerate() {
+        rows.extend((0..c.len()).map(|j| (b * t + j) as u32));
+        targets.extend_from_slice(c);
+    }
+    let rows = Tensor::from_vec(rows, targets.len(), device)?;
+    let picked = hidden
+        .reshape((seqs.len() * t, h))?
+        .index_select(&rows, 0)?; // (N, H)
+    let logits = dec.logits(&picked)?; // (N, V)
+    let targets = Tensor::from_vec(targets, rows.dim(0)?, device)?;
+    Ok(ops::logprob_stats(&logits, &targets, temperature)?)
+}
+
+/// [`completion_stats`] with every row run in full (prompt + completion): the reference the
+/// shared-prefix path is tested against, and the path for batches of distinct prompts.
+pub fn completion_stats_unshared(
     dec: &Decoder,
     seqs: &[(&[u32], &[u32])],
     temperature: f64,
@@ -504,14 +586,7 @@ fn rl_micro_loss(
         })
         .collect();
     let batch = TokenBatch::new(&seqs, ref_logp, dev)?;
-    let n = batch.num_tokens;
-    let (loss, mut m) = algo.loss(&cur, &batch)?;
-    m.insert("entropy".into(), algo::mean_of(&cur.entropy.detach()));
-    m.insert(
-        "loss".into(),
-        loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64 * shape.num_tokens as f64 / n as f64,
-    );
-    Ok((loss, m))
+    algo.loss(&cur, &batch)
 }
 
 /// Token-weighted running means of micro-batch metrics.
@@ -578,6 +653,16 @@ fn rollout_metrics(samples: &[Sample]) -> Metrics {
             .filter(|s| s.completion.finish_reason == Finish::Length)
             .count() as f64
             / n,
+    );
+    // The sampling policy's entropy over every generated token (trained or not).
+    let (ent_sum, ent_n) = samples.iter().fold((0.0, 0usize), |(sum, n), s| {
+        let e = &s.completion.entropies;
+        (sum + e.iter().map(|&x| x as f64).sum::<f64>(), n + e.len())
+    });
+    m.insert("entropy".into(), ent_sum / ent_n.max(1) as f64);
+    m.insert(
+        "nonzero_advantage_rate".into(),
+        samples.iter().filter(|s| s.advantage != 0.0).count() as f64 / n,
     );
     m.insert(
         "advantage_abs_mean".into(),

@@ -115,6 +115,13 @@ pub trait Algorithm {
         false
     }
 
+    /// Whether a sequence with zero advantage contributes exactly zero gradient, so the trainer
+    /// may skip its forward/backward (it still counts in the loss normalizer). True for a
+    /// clipped surrogate without KL; false for ROVER, whose target also has the successor value.
+    fn zero_advantage_has_no_gradient(&self) -> bool {
+        false
+    }
+
     /// Default number of mini-batches per rollout batch (ROVER needs several optimizer steps).
     fn default_minibatches(&self) -> usize {
         1

@@ -5,7 +5,8 @@
 //! template may use either. SFT rows (`prompt`/`completion` or `messages`) are kept as they are.
 //! Errors point at `file:line` and say how to fix the row or the recipe.
 //!
-//! Not here: parquet or hub datasets, streaming of files larger than memory.
+//! The same table (path + fields) serves Parquet and hub files through [`super::table`].
+//! Not here: streaming of files larger than memory.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::Example;
 
-/// `{ source = "jsonl", path = "...", fields = { canonical = "source_field" } }`.
+/// `{ source = "jsonl" | "parquet", path = "...", fields = { canonical = "source_field" } }`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonlConfig {
@@ -31,8 +32,7 @@ pub struct JsonlConfig {
 
 impl JsonlConfig {
     pub fn load(&self, base_dir: &Path) -> Result<Vec<Example>> {
-        let path = base_dir.join(&self.path);
-        read_jsonl(&path)?
+        super::table::read_rows(&self.path, base_dir)?
             .into_iter()
             .map(|mut ex| {
                 for (canonical, source) in &self.fields {

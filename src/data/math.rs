@@ -17,7 +17,8 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::jsonl::{field_list, read_jsonl};
+use super::jsonl::field_list;
+use super::table::read_rows;
 use super::Example;
 
 /// `{ source = "gsm8k", path = ".../gsm8k/test.jsonl" }`.
@@ -47,7 +48,7 @@ const PRESET_HINT: &str = "hint: is this the right file for this preset? Use sou
 
 impl Gsm8kConfig {
     pub fn load(&self, base_dir: &Path) -> Result<Vec<Example>> {
-        read_jsonl(&base_dir.join(&self.path))?
+        read_rows(&self.path, base_dir)?
             .into_iter()
             .map(|mut ex| {
                 let question = ex.fields.get("question").and_then(Value::as_str);
@@ -77,7 +78,7 @@ impl Gsm8kConfig {
 
 impl MathConfig {
     pub fn load(&self, base_dir: &Path) -> Result<Vec<Example>> {
-        read_jsonl(&base_dir.join(&self.path))?
+        read_rows(&self.path, base_dir)?
             .into_iter()
             .map(|mut ex| {
                 let question = ex

@@ -28,6 +28,7 @@ pub mod cursor;
 pub mod jsonl;
 pub mod math;
 pub mod prompt;
+pub mod table;
 
 pub use countdown::{countdown_completion, solve, CountdownConfig};
 pub use cursor::DataCursor;
@@ -42,13 +43,16 @@ use anyhow::{bail, Result};
 /// A recipe's `[data]` table, tagged by `source`. Every variant rejects unknown keys, so a typo
 /// fails at recipe load with serde's "unknown field `x`, expected ..." message.
 ///
-/// Parquet and hub datasets are deliberately absent for now (a heavy dependency); convert them
-/// to JSON Lines and use `source = "jsonl"`. `limit` and `shuffle` belong to the trainer.
+/// Every `path` may be a local file (JSON Lines, or Parquet when it ends in `.parquet`) or a hub
+/// dataset `hf://datasets/OWNER/NAME[@REVISION]/GLOB` ([`table`]). `limit` and `shuffle` belong
+/// to the trainer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
 pub enum DataConfig {
     /// Any JSON Lines file, with optional field renames.
     Jsonl(JsonlConfig),
+    /// Any Parquet file(s) — local or `hf://datasets/...` — with optional field renames.
+    Parquet(JsonlConfig),
     /// Generated Countdown problems (train and eval use different seeds; see `countdown`).
     Countdown(CountdownConfig),
     /// GSM8K JSONL: `answer` becomes the `####` gold number, the worked text `solution`.
@@ -61,7 +65,7 @@ pub enum DataConfig {
 /// recipe's directory). An empty dataset is an error.
 pub fn load(cfg: &DataConfig, base_dir: &Path) -> Result<Vec<Example>> {
     let examples = match cfg {
-        DataConfig::Jsonl(c) => c.load(base_dir)?,
+        DataConfig::Jsonl(c) | DataConfig::Parquet(c) => c.load(base_dir)?,
         DataConfig::Countdown(c) => c.examples()?,
         DataConfig::Gsm8k(c) => c.load(base_dir)?,
         DataConfig::Math(c) => c.load(base_dir)?,
@@ -112,8 +116,9 @@ mod tests {
     fn unknown_keys_and_sources_are_rejected() {
         let err = parse("data = { source = \"countdown\", seeds = 1 }").unwrap_err();
         assert!(err.contains("unknown field `seeds`"), "{err}");
-        let err = parse("data = { source = \"parquet\", path = \"x\" }").unwrap_err();
-        assert!(err.contains("unknown variant `parquet`"), "{err}");
+        let err = parse("data = { source = \"arrow\", path = \"x\" }").unwrap_err();
+        assert!(err.contains("unknown variant `arrow`"), "{err}");
+        assert!(err.contains("parquet"), "the valid names are listed: {err}");
         let err = parse("data = { source = \"gsm8k\" }").unwrap_err();
         assert!(err.contains("missing field `path`"), "{err}");
     }
@@ -141,5 +146,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("empty"));
+    }
+
+    #[test]
+    fn parquet_source_maps_fields_like_jsonl() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data");
+        let cfg = parse(
+            "data = { source = \"parquet\", path = \"toy_zstd.parquet\", \
+             fields = { prompt = \"question\" } }",
+        )
+        .unwrap();
+        let ex = load(&cfg, &fixtures).unwrap();
+        assert_eq!(ex.len(), 3);
+        assert_eq!(ex[0].text("prompt").unwrap(), "What is 2 + 3?");
+        // gsm8k/math sources read Parquet paths too.
+        let cfg = parse("data = { source = \"math\", path = \"toy_snappy.parquet\" }").unwrap();
+        assert!(load(&cfg, &fixtures).is_err_and(|e| format!("{e:#}").contains("problem")));
     }
 }

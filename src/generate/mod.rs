@@ -11,6 +11,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Decoder, KvCache, Positions, Tokenizer};
@@ -35,6 +36,9 @@ pub struct Completion {
     pub logprobs: Vec<f32>,
     /// Per token: mean over the vocabulary of the tempered log-softmax at that step.
     pub mean_logprobs: Vec<f32>,
+    /// Per token: entropy of the tempered distribution the token was drawn from.
+    #[serde(default)]
+    pub entropies: Vec<f32>,
     pub text: String,
     pub finish_reason: Finish,
     pub seed: u64,
@@ -58,6 +62,7 @@ struct Row {
     ids: Vec<u32>,
     logprobs: Vec<f32>,
     mean_logprobs: Vec<f32>,
+    entropies: Vec<f32>,
     finish: Option<Finish>,
 }
 
@@ -122,6 +127,7 @@ pub fn generate(
                 ids: vec![],
                 logprobs: vec![],
                 mean_logprobs: vec![],
+                entropies: vec![],
                 finish: None,
             });
             outputs.push(Completion {
@@ -130,6 +136,7 @@ pub fn generate(
                 token_ids: vec![],
                 logprobs: vec![],
                 mean_logprobs: vec![],
+                entropies: vec![],
                 text: String::new(),
                 finish_reason: Finish::Length,
                 seed,
@@ -143,7 +150,6 @@ pub fn generate(
     let mut logits: Vec<Vec<f32>> = fan.iter().map(|&p| last[p as usize].clone()).collect();
 
     for step in 0..cfg.max_new_tokens {
-        let mut next = Vec::with_capacity(rows.len());
         if step < cfg.min_new_tokens {
             for lg in logits.iter_mut() {
                 for &e in &tok.eos_ids {
@@ -153,21 +159,27 @@ pub fn generate(
                 }
             }
         }
-        for (row, lg) in rows.iter_mut().zip(&logits) {
-            let (id, lp, mlp) = sampling::sample_with_stats(lg, cfg, &mut row.rng);
-            row.ids.push(id);
-            row.logprobs.push(lp);
-            row.mean_logprobs.push(mlp);
-            if tok.eos_ids.contains(&id) {
-                row.finish = Some(Finish::Eos);
-            } else if !cfg.stop.is_empty() {
-                let text = tok.decode(&row.ids, false);
-                if cfg.stop.iter().any(|s| text.contains(s.as_str())) {
-                    row.finish = Some(Finish::Stop);
+        // Rows are independent (own RNG, own logits): sample them in parallel.
+        let mut next: Vec<u32> = rows
+            .par_iter_mut()
+            .zip(logits.par_iter())
+            .map(|(row, lg)| {
+                let d = sampling::sample_with_stats(lg, cfg, &mut row.rng);
+                row.ids.push(d.id);
+                row.logprobs.push(d.logp);
+                row.mean_logprobs.push(d.mean_logp);
+                row.entropies.push(d.entropy);
+                if tok.eos_ids.contains(&d.id) {
+                    row.finish = Some(Finish::Eos);
+                } else if !cfg.stop.is_empty() {
+                    let text = tok.decode(&row.ids, false);
+                    if cfg.stop.iter().any(|s| text.contains(s.as_str())) {
+                        row.finish = Some(Finish::Stop);
+                    }
                 }
-            }
-            next.push(id);
-        }
+                d.id
+            })
+            .collect();
         if step + 1 == cfg.max_new_tokens {
             break;
         }
@@ -222,6 +234,7 @@ fn finish_row(row: Row, tok: &Tokenizer, cfg: &SamplingConfig, outputs: &mut [Co
     o.token_ids = row.ids;
     o.logprobs = row.logprobs;
     o.mean_logprobs = row.mean_logprobs;
+    o.entropies = row.entropies;
     o.text = text;
     o.finish_reason = finish;
 }

@@ -68,17 +68,25 @@ impl SamplingConfig {
 /// (T = 1 for greedy) — the full tempered distribution, which is what the trainer recomputes;
 /// top-k/top-p truncation is not folded into the reported log-prob.
 pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
-    let (id, lp, _) = sample_with_stats(logits, cfg, rng);
-    (id, lp)
+    let d = sample_with_stats(logits, cfg, rng);
+    (d.id, d.logp)
 }
 
-/// `sample`, plus the mean over the vocabulary of the tempered log-softmax (ROVER's successor
-/// value of the sampling policy at this state).
-pub fn sample_with_stats(
-    logits: &[f32],
-    cfg: &SamplingConfig,
-    rng: &mut ChaCha8Rng,
-) -> (u32, f32, f32) {
+/// One drawn token and the statistics of the tempered distribution it was drawn from.
+#[derive(Clone, Copy, Debug)]
+pub struct Draw {
+    pub id: u32,
+    /// log-prob of `id` under softmax(logits / T).
+    pub logp: f32,
+    /// Mean over the vocabulary of the tempered log-softmax (ROVER's successor value of the
+    /// sampling policy at this state).
+    pub mean_logp: f32,
+    /// Entropy of the tempered distribution (nats).
+    pub entropy: f32,
+}
+
+/// `sample`, plus the statistics of the whole tempered distribution ([`Draw`]).
+pub fn sample_with_stats(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> Draw {
     let u: f64 = rng.random(); // drawn every step so the stream never depends on the settings
     let t = cfg.logprob_temperature();
     // One pass over the vocabulary: unnormalized tempered probabilities, their sum and mean(z).
@@ -90,9 +98,22 @@ pub fn sample_with_stats(
     let total: f64 = weights.iter().sum();
     let lse = max / t + total.ln(); // logsumexp of z = logits / t
     let mean_z = logits.iter().map(|&x| x as f64).sum::<f64>() / logits.len() as f64 / t;
+    // H = lse − E_p[z]; masked (−inf) logits have zero weight and are left out.
+    let expected_z = weights
+        .iter()
+        .zip(logits)
+        .filter(|(&w, _)| w > 0.0)
+        .map(|(&w, &x)| w * x as f64)
+        .sum::<f64>()
+        / total
+        / t;
     let id = pick(logits, &weights, total, cfg, u);
-    let logp = (logits[id] as f64 / t - lse) as f32;
-    (id as u32, logp, (mean_z - lse) as f32)
+    Draw {
+        id: id as u32,
+        logp: (logits[id] as f64 / t - lse) as f32,
+        mean_logp: (mean_z - lse) as f32,
+        entropy: (lse - expected_z).max(0.0) as f32,
+    }
 }
 
 /// The token drawn with uniform `u` from `weights` (unnormalized, summing to `total`), after
@@ -197,6 +218,24 @@ mod tests {
             .count();
         let frac = ones as f64 / n as f64;
         assert!((frac - 0.75).abs() < 0.02, "{frac}");
+    }
+
+    #[test]
+    fn entropy_of_the_tempered_distribution() {
+        let z = [0.3f32, -1.0, 2.0];
+        let t = 0.7;
+        let d = sample_with_stats(&z, &cfg(t, 0, 1.0), &mut ChaCha8Rng::seed_from_u64(1));
+        let e: Vec<f64> = z.iter().map(|&x| (x as f64 / t).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        let h: f64 = e.iter().map(|x| -(x / sum) * (x / sum).ln()).sum();
+        assert!((d.entropy as f64 - h).abs() < 1e-6, "{} vs {h}", d.entropy);
+        // A masked logit (−inf, e.g. EOS under min_new_tokens) contributes nothing.
+        let d = sample_with_stats(
+            &[0.0, f32::NEG_INFINITY],
+            &cfg(1.0, 0, 1.0),
+            &mut ChaCha8Rng::seed_from_u64(1),
+        );
+        assert!(d.entropy.abs() < 1e-7);
     }
 
     #[test]

@@ -53,6 +53,85 @@ struct Layer {
     down_proj: Linear,
 }
 
+impl Layer {
+    /// Normalized q, k, v of the residual rows x (N, H): (N, nh, D), (N, nkv, D), (N, nkv, D),
+    /// with Qwen3's per-head q/k norm; rotary is applied by the caller, which knows the positions.
+    fn qkv(&self, x: &Tensor, cfg: &ModelConfig) -> Result<(Tensor, Tensor, Tensor)> {
+        let n = x.dim(0)?;
+        let (nh, nkv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let h = ops::rms_norm(x, &self.input_layernorm, cfg.rms_norm_eps)?; // (N, H)
+        let q = self.q_proj.forward(&h)?.reshape((n, nh, hd))?;
+        let k = self.k_proj.forward(&h)?.reshape((n, nkv, hd))?;
+        let v = self.v_proj.forward(&h)?.reshape((n, nkv, hd))?;
+        Ok(match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => (
+                ops::rms_norm(&q, qn, cfg.rms_norm_eps)?,
+                ops::rms_norm(&k, kn, cfg.rms_norm_eps)?,
+                v,
+            ),
+            _ => (q, k, v),
+        })
+    }
+
+    /// The rest of the block after attention: output projection and MLP, with their residuals.
+    /// x: (N, H) residual rows, att: (N, nh*D) attention outputs of the same rows.
+    fn finish(&self, x: &Tensor, att: &Tensor, cfg: &ModelConfig) -> Result<Tensor> {
+        let x = (x + self.o_proj.forward(att)?)?;
+        let h = ops::rms_norm(&x, &self.post_attention_layernorm, cfg.rms_norm_eps)?;
+        let mlp = ops::swiglu(&self.gate_proj.forward(&h)?, &self.up_proj.forward(&h)?)?; // (N, I)
+        x + self.down_proj.forward(&mlp)?
+    }
+}
+
+/// Sequences that continue shared prefixes — a GRPO group's samples all continue the same prompt.
+/// Each distinct prefix runs through the model once and every suffix attends to its prefix's
+/// keys and values, so a group of n costs one prompt instead of n (forward and backward: the
+/// gradients of the n suffixes meet in the shared keys/values).
+pub struct SharedPrefixBatch {
+    /// (U, P) u32: the distinct prefixes, right-padded.
+    pub prefix_ids: Tensor,
+    pub prefix_lens: Vec<usize>,
+    /// (B, T) u32: the suffixes, right-padded.
+    pub suffix_ids: Tensor,
+    pub suffix_lens: Vec<usize>,
+    /// The prefix row each suffix row continues (B entries, each < U).
+    pub owner: Vec<usize>,
+}
+
+impl SharedPrefixBatch {
+    /// Pads `prefixes` and `suffixes` (with `owner[b]` the prefix of suffix b) into a batch.
+    pub fn new(
+        prefixes: &[&[u32]],
+        suffixes: &[&[u32]],
+        owner: Vec<usize>,
+        device: &Device,
+    ) -> Result<Self> {
+        fn pad(rows: &[&[u32]], device: &Device) -> Result<(Tensor, Vec<usize>)> {
+            let t = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+            let mut ids = Vec::with_capacity(rows.len() * t);
+            for r in rows {
+                ids.extend_from_slice(r);
+                ids.extend(std::iter::repeat_n(0u32, t - r.len()));
+            }
+            let lens = rows.iter().map(|r| r.len()).collect();
+            Ok((Tensor::from_vec(ids, (rows.len(), t), device)?, lens))
+        }
+        let (prefix_ids, prefix_lens) = pad(prefixes, device)?;
+        let (suffix_ids, suffix_lens) = pad(suffixes, device)?;
+        Ok(Self {
+            prefix_ids,
+            prefix_lens,
+            suffix_ids,
+            suffix_lens,
+            owner,
+        })
+    }
+}
+
 pub struct Decoder {
     cfg: ModelConfig,
     embed_tokens: Tensor, // (V, H)
@@ -230,48 +309,127 @@ impl Decoder {
             cfg.head_dim,
         );
         let dtype = self.embed_tokens.dtype();
-        // Rotary tables for each row's own positions.
-        let freqs = pos
-            .ids
-            .to_dtype(DType::F32)?
-            .unsqueeze(2)?
-            .broadcast_mul(&self.inv_freq)?; // (B, T, D/2)
-        let cos = freqs.cos()?.to_dtype(dtype)?;
-        let sin = freqs.sin()?.to_dtype(dtype)?;
+        let (cos, sin) = self.rope_tables(&pos.ids)?; // (B, T, D/2) each
         let mask = pos.mask.to_dtype(dtype)?;
         let scale = 1.0 / (hd as f64).sqrt();
 
         let mut x = self.embed_tokens.embedding(&ids.flatten_all()?)?; // (B*T, H)
         for (li, layer) in self.layers.iter().enumerate() {
-            let h = ops::rms_norm(&x, &layer.input_layernorm, cfg.rms_norm_eps)?; // (B*T, H)
-            let q = layer.q_proj.forward(&h)?.reshape((b, t, nh, hd))?; // (B, T, nh, D)
-            let k = layer.k_proj.forward(&h)?.reshape((b, t, nkv, hd))?; // (B, T, nkv, D)
-            let v = layer.v_proj.forward(&h)?.reshape((b, t, nkv, hd))?;
-            let (q, k) = match (&layer.q_norm, &layer.k_norm) {
-                (Some(qn), Some(kn)) => (
-                    ops::rms_norm(&q, qn, cfg.rms_norm_eps)?,
-                    ops::rms_norm(&k, kn, cfg.rms_norm_eps)?,
-                ),
-                _ => (q, k),
-            };
-            let q = ops::rope(&q.transpose(1, 2)?, &cos, &sin)?; // (B, nh, T, D)
-            let k = ops::rope(&k.transpose(1, 2)?, &cos, &sin)?; // (B, nkv, T, D)
-            let v = v.transpose(1, 2)?.contiguous()?; // (B, nkv, T, D)
+            let (q, k, v) = layer.qkv(&x, cfg)?; // (B*T, nh, D), (B*T, nkv, D) ×2
+            let q = ops::rope(&q.reshape((b, t, nh, hd))?.transpose(1, 2)?, &cos, &sin)?; // (B, nh, T, D)
+            let k = ops::rope(&k.reshape((b, t, nkv, hd))?.transpose(1, 2)?, &cos, &sin)?; // (B, nkv, T, D)
+            let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?; // (B, nkv, T, D)
             let (k, v) = match cache.as_deref_mut() {
                 Some(c) => c.append(li, &k, &v)?, // (B, nkv, S, D)
                 None => (k, v),
             };
             let att = ops::attention(&q.contiguous()?, &k, &v, &mask, scale)?; // (B, nh, T, D)
             let att = att.transpose(1, 2)?.reshape((b * t, nh * hd))?; // (B*T, nh*D)
-            x = (x + layer.o_proj.forward(&att)?)?;
-            let h = ops::rms_norm(&x, &layer.post_attention_layernorm, cfg.rms_norm_eps)?;
-            let mlp = ops::swiglu(&layer.gate_proj.forward(&h)?, &layer.up_proj.forward(&h)?)?; // (B*T, I)
-            x = (x + layer.down_proj.forward(&mlp)?)?;
+            x = layer.finish(&x, &att, cfg)?;
         }
         if let Some(c) = cache {
             c.advance(t);
         }
         ops::rms_norm(&x, &self.norm, cfg.rms_norm_eps)?.reshape((b, t, cfg.hidden_size))
+    }
+
+    /// Final hidden states (B, T, H) of the suffixes of a [`SharedPrefixBatch`]: the same values
+    /// as running each prefix+suffix row through [`Self::forward_hidden`], at the cost of one
+    /// prefix per distinct prefix. Training only (no cache).
+    pub fn forward_hidden_shared(&self, batch: &SharedPrefixBatch) -> Result<Tensor> {
+        let (u, p) = batch.prefix_ids.dims2()?;
+        let (b, t) = batch.suffix_ids.dims2()?;
+        let device = batch.suffix_ids.device();
+        if u * p == 0 {
+            let pos = Positions::right_padded(&batch.suffix_lens, t, device)?;
+            return self.forward_hidden(&batch.suffix_ids, &pos, None);
+        }
+        let cfg = &self.cfg;
+        let (nh, hd) = (cfg.num_attention_heads, cfg.head_dim);
+        let dtype = self.embed_tokens.dtype();
+        let scale = 1.0 / (hd as f64).sqrt();
+        // Prefixes: plain causal rows. Suffixes: positions continue their prefix; query i sees
+        // the prefix's real slots, then suffix slots j ≤ i.
+        let pre = Positions::right_padded(&batch.prefix_lens, p, device)?;
+        let (mut pos, mut mask) = (Vec::with_capacity(b * t), vec![MASKED; b * t * (p + t)]);
+        for (r, &o) in batch.owner.iter().enumerate() {
+            let plen = batch.prefix_lens[o];
+            for i in 0..t {
+                pos.push((plen + i.min(batch.suffix_lens[r])) as u32);
+                let row = &mut mask[(r * t + i) * (p + t)..(r * t + i + 1) * (p + t)];
+                row[..plen].fill(0.0);
+                row[p..p + (i + 1).min(batch.suffix_lens[r])].fill(0.0);
+            }
+        }
+        let suf_ids = Tensor::from_vec(pos, (b, t), device)?;
+        let suf_mask = Tensor::from_vec(mask, (b, 1, t, p + t), device)?.to_dtype(dtype)?;
+        let pre_mask = pre.mask.to_dtype(dtype)?;
+        let (cos_p, sin_p) = self.rope_tables(&pre.ids)?; // (U, P, D/2)
+        let (cos_s, sin_s) = self.rope_tables(&suf_ids)?; // (B, T, D/2)
+        let owner = Tensor::from_vec(
+            batch.owner.iter().map(|&o| o as u32).collect::<Vec<_>>(),
+            b,
+            device,
+        )?;
+
+        // Both streams share every matmul as one (U*P + B*T)-row batch; only attention splits.
+        let (np, ns) = (u * p, b * t);
+        let ids = Tensor::cat(
+            &[
+                batch.prefix_ids.flatten_all()?,
+                batch.suffix_ids.flatten_all()?,
+            ],
+            0,
+        )?;
+        let mut x = self.embed_tokens.embedding(&ids)?; // (U*P + B*T, H)
+        for layer in &self.layers {
+            let (q, k, v) = layer.qkv(&x, cfg)?;
+            // (N, heads, D) rows → (U, heads, P, D) prefixes and (B, heads, T, D) suffixes.
+            let pre = |x: &Tensor| {
+                x.narrow(0, 0, np)?
+                    .reshape((u, p, x.dim(1)?, hd))?
+                    .transpose(1, 2)
+            };
+            let suf = |x: &Tensor| {
+                x.narrow(0, np, ns)?
+                    .reshape((b, t, x.dim(1)?, hd))?
+                    .transpose(1, 2)
+            };
+            let q_p = ops::rope(&pre(&q)?, &cos_p, &sin_p)?; // (U, nh, P, D)
+            let k_p = ops::rope(&pre(&k)?, &cos_p, &sin_p)?; // (U, nkv, P, D)
+            let v_p = pre(&v)?.contiguous()?; // (U, nkv, P, D)
+            let q_s = ops::rope(&suf(&q)?, &cos_s, &sin_s)?; // (B, nh, T, D)
+            let k_s = ops::rope(&suf(&k)?, &cos_s, &sin_s)?; // (B, nkv, T, D)
+            let v_s = suf(&v)?.contiguous()?; // (B, nkv, T, D)
+            let att_p = ops::attention(&q_p.contiguous()?, &k_p, &v_p, &pre_mask, scale)?; // (U, nh, P, D)
+                                                                                           // Each suffix row gets its prefix's keys/values (the backward sums them back).
+            let k_s = Tensor::cat(&[k_p.index_select(&owner, 0)?, k_s], 2)?; // (B, nkv, P+T, D)
+            let v_s = Tensor::cat(&[v_p.index_select(&owner, 0)?, v_s], 2)?; // (B, nkv, P+T, D)
+            let att_s = ops::attention(&q_s.contiguous()?, &k_s, &v_s, &suf_mask, scale)?; // (B, nh, T, D)
+            let att = Tensor::cat(
+                &[
+                    att_p.transpose(1, 2)?.reshape((np, nh * hd))?,
+                    att_s.transpose(1, 2)?.reshape((ns, nh * hd))?,
+                ],
+                0,
+            )?; // (U*P + B*T, nh*D)
+            x = layer.finish(&x, &att, cfg)?;
+        }
+        ops::rms_norm(&x.narrow(0, np, ns)?, &self.norm, cfg.rms_norm_eps)?.reshape((
+            b,
+            t,
+            cfg.hidden_size,
+        ))
+    }
+
+    /// Rotary cos/sin tables (B, T, D/2) for per-row position ids (B, T).
+    fn rope_tables(&self, ids: &Tensor) -> Result<(Tensor, Tensor)> {
+        let dtype = self.embed_tokens.dtype();
+        let freqs = ids
+            .to_dtype(DType::F32)?
+            .unsqueeze(2)?
+            .broadcast_mul(&self.inv_freq)?; // (B, T, D/2)
+        Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
     }
 
     /// Logits (.., V) for hidden states (.., H).

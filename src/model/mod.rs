@@ -10,7 +10,7 @@ pub mod ops;
 pub mod params;
 
 pub use config::{Family, ModelConfig};
-pub use decoder::{Decoder, Mode, Positions};
+pub use decoder::{Decoder, Mode, Positions, SharedPrefixBatch};
 pub use kv_cache::KvCache;
 pub use params::Params;
 pub mod hub;

@@ -246,3 +246,155 @@ fn rover_loss_gradient_matches_finite_differences() {
     let rel = (numeric - analytic).abs() / analytic.abs().max(1e-4);
     assert!(rel < 2e-2, "analytic {analytic} vs numeric {numeric}");
 }
+
+/// The shared-prefix training forward (a group's prompt run once) gives the same per-token
+/// statistics and the same gradients as running every prompt+completion row in full.
+#[test]
+fn shared_prefix_forward_equals_row_by_row() {
+    use llmrl::train::completion_stats_unshared;
+    let prompts: [&[u32]; 3] = [&[1, 72, 101, 108, 7], &[5, 9, 33], &[2, 4]];
+    let completions: [(usize, &[u32]); 6] = [
+        (0, &[11, 12, 13]),
+        (1, &[21]),
+        (0, &[14, 15, 16, 17, 18]),
+        (2, &[31, 32]),
+        (1, &[22, 23, 24, 25]),
+        (0, &[19]),
+    ];
+    let seqs: Vec<(&[u32], &[u32])> = completions.iter().map(|&(p, c)| (prompts[p], c)).collect();
+    for family in FAMILIES {
+        let m = load_fixture(family);
+        let dec = Decoder::new(&m.config, &m.params, Mode::Train).unwrap();
+        let run = |stats: LogProbStats| {
+            // A loss that reads all three statistics, so every path of the backward is used.
+            let n = stats.logp.dim(0).unwrap();
+            let w = Tensor::arange(1f32, n as f32 + 1.0, &Device::Cpu).unwrap();
+            let loss = ((&stats.logp * &w).unwrap().sum_all().unwrap()
+                + (&stats.mean_logp * 0.3).unwrap().sum_all().unwrap()
+                + stats.entropy.sum_all().unwrap())
+            .unwrap();
+            let g = loss.backward().unwrap();
+            let grads: Vec<Tensor> = m
+                .params
+                .named_vars()
+                .iter()
+                .map(|(_, v)| g.get(v.as_tensor()).unwrap().clone())
+                .collect();
+            let flat = |t: &Tensor| t.to_vec1::<f32>().unwrap();
+            (
+                flat(&stats.logp),
+                flat(&stats.mean_logp),
+                flat(&stats.entropy),
+                grads,
+            )
+        };
+        let shared = run(completion_stats(&dec, &seqs, 0.8, &Device::Cpu).unwrap());
+        let full = run(completion_stats_unshared(&dec, &seqs, 0.8, &Device::Cpu).unwrap());
+        assert_eq!(
+            shared.0.len(),
+            16,
+            "{family}: one statistic per completion token"
+        );
+        for (a, b) in [
+            (&shared.0, &full.0),
+            (&shared.1, &full.1),
+            (&shared.2, &full.2),
+        ] {
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!((x - y).abs() < 1e-5, "{family}: {x} vs {y}");
+            }
+        }
+        for ((name, _), (gs, gf)) in m
+            .params
+            .named_vars()
+            .iter()
+            .zip(shared.3.iter().zip(&full.3))
+        {
+            let diff = (gs - gf).unwrap().sqr().unwrap().sum_all().unwrap();
+            let diff = diff.to_scalar::<f32>().unwrap().sqrt();
+            let norm = gf
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .sqrt();
+            assert!(
+                diff <= 1e-4 * norm.max(1e-3),
+                "{family}: gradient of {name} differs by {diff} (norm {norm})"
+            );
+        }
+    }
+}
+
+/// The trainer skips zero-advantage samples when the algorithm says they carry no gradient:
+/// for every GRPO loss type without KL, the gradient of the whole batch equals that of its
+/// non-zero-advantage samples (with the whole batch's normalizer), off-policy too.
+#[test]
+fn zero_advantage_samples_carry_no_gradient_in_grpo() {
+    let m = load_fixture("tiny_llama");
+    let outs = rollouts(&m);
+    let old_dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
+    let all: Vec<(&[u32], &[u32])> = outs
+        .iter()
+        .map(|c| (PROMPTS[c.prompt_index], c.token_ids.as_slice()))
+        .collect();
+    let old = completion_stats(&old_dec, &all, 1.0, &Device::Cpu).unwrap();
+    perturb(&m, 0.05); // θ ≠ θ_old, so ratios and clipping are live
+    let adv = [0.7f32, 0.0, -0.7, 0.0];
+    let n_all = old.logp.dim(0).unwrap();
+    let shape = MinibatchShape {
+        num_sequences: outs.len(),
+        num_tokens: n_all,
+        max_new_tokens: 6,
+    };
+    for loss_type in [
+        LossType::Grpo,
+        LossType::DrGrpo,
+        LossType::Dapo,
+        LossType::Bnpo,
+    ] {
+        let algo = Grpo::new(&GrpoConfig {
+            loss_type,
+            epsilon: 0.01,
+            ..GrpoConfig::default()
+        })
+        .unwrap();
+        assert!(algo.zero_advantage_has_no_gradient());
+        let grads = |keep: &[usize]| -> Vec<Tensor> {
+            let sub: Vec<_> = keep.iter().map(|&i| outs[i].clone()).collect();
+            let seqs: Vec<(&[u32], &[u32])> = keep.iter().map(|&i| all[i]).collect();
+            let sub_old = completion_stats(&old_dec, &seqs, 1.0, &Device::Cpu).unwrap();
+            let dec = Decoder::new(&m.config, &m.params, Mode::Train).unwrap();
+            let cur = completion_stats(&dec, &seqs, 1.0, &Device::Cpu).unwrap();
+            let a: Vec<f32> = keep.iter().map(|&i| adv[i]).collect();
+            let batch = token_batch(&sub, &sub_old, &a, |k| algo.token_weight(k, &shape));
+            let g = algo.loss(&cur, &batch).unwrap().0.backward().unwrap();
+            m.params
+                .named_vars()
+                .iter()
+                .map(|(_, v)| g.get(v.as_tensor()).unwrap().clone())
+                .collect()
+        };
+        for (full, part) in grads(&[0, 1, 2, 3]).iter().zip(grads(&[0, 2])) {
+            let diff = (full - &part).unwrap().abs().unwrap().max_all().unwrap();
+            let diff = diff.to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-6, "{loss_type:?}: gradients differ by {diff}");
+        }
+    }
+    let kl = Grpo::new(&GrpoConfig {
+        beta: 0.04,
+        ..GrpoConfig::default()
+    })
+    .unwrap();
+    assert!(
+        !kl.zero_advantage_has_no_gradient(),
+        "the KL term has a gradient"
+    );
+    let rover = Rover::new(&RoverConfig::default()).unwrap();
+    assert!(
+        !rover.zero_advantage_has_no_gradient(),
+        "ROVER's target has Q'"
+    );
+}
