@@ -130,6 +130,10 @@ pub struct TrainSection {
     pub num_iterations: usize,
     /// Optimizer steps per rollout batch; default: the algorithm's (GRPO 1, ROVER 4).
     pub num_minibatches: Option<usize>,
+    /// Shuffle the rollout batch before splitting it into mini-batches (TRL does). Off by
+    /// default, as in verl (where ROVER's official code runs): mini-batches then hold whole
+    /// groups, so each prompt's prefix runs once per mini-batch.
+    pub shuffle_minibatches: bool,
     /// Exclude completions cut at max_new_tokens from the loss (DAPO's overlong filtering).
     pub mask_truncated_completions: bool,
     pub max_grad_norm: f64,
@@ -147,6 +151,7 @@ impl Default for TrainSection {
             micro_batch_size: 8,
             num_iterations: 1,
             num_minibatches: None,
+            shuffle_minibatches: false,
             mask_truncated_completions: false,
             max_grad_norm: 1.0,
             skip_zero_advantage: true,

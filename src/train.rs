@@ -346,7 +346,9 @@ fn rl_step(
     let mut losses = Vec::new();
     let mut skipped = false;
     for _ in 0..r.train.num_iterations {
-        order.shuffle(&mut rng);
+        if r.train.shuffle_minibatches {
+            order.shuffle(&mut rng);
+        }
         for mb in split_even(&order, n_mb) {
             if mb.is_empty() {
                 continue;

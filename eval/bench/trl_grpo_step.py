@@ -82,6 +82,9 @@ def main():
         report_to=[],
         dataloader_num_workers=0,
         shuffle_dataset=False,
+        # TRL defaults to gradient checkpointing (memory for speed); off, it is at its fastest,
+        # as llmrl, which does not recompute activations.
+        gradient_checkpointing=False,
     )
 
     # Time generation inside the step by wrapping the model's generate.
