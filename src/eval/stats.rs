@@ -155,7 +155,12 @@ pub struct EvalSummary {
     /// mean@n of correctness (= pass@1 when every problem has the same n).
     pub mean_correct: f64,
     pub maj_at_n: f64,
+    /// Distinct correct answers per problem, over all problems.
     pub mean_distinct_correct: f64,
+    /// Distinct correct answers per solved problem (at least one correct sample); 0 when none
+    /// is solved. Unlike the mean over all problems, it does not rise just because more
+    /// problems are solved once.
+    pub distinct_correct_per_solved: f64,
     pub distinct_n: [f64; 4],
 }
 
@@ -176,6 +181,14 @@ pub fn summarize(problems: &[ProblemStats]) -> EvalSummary {
         mean_correct: mean(&|p| p.mean_correct),
         maj_at_n: mean(&|p| f64::from(u8::from(p.maj_correct))),
         mean_distinct_correct: mean(&|p| p.distinct_correct as f64),
+        distinct_correct_per_solved: {
+            let solved: Vec<_> = problems.iter().filter(|p| p.num_correct > 0).collect();
+            solved
+                .iter()
+                .map(|p| p.distinct_correct as f64)
+                .sum::<f64>()
+                / solved.len().max(1) as f64
+        },
         distinct_n: [0, 1, 2, 3].map(|g| mean(&|p| p.distinct_n[g])),
     }
 }
@@ -301,6 +314,10 @@ mod tests {
         assert!(close(s.mean_score, (a.mean_score + 1.0) / 2.0));
         assert!(close(s.maj_at_n, 0.5));
         assert!(close(s.mean_distinct_correct, 1.5));
+        assert!(
+            close(s.distinct_correct_per_solved, 1.5),
+            "both problems are solved"
+        );
         // b: 1-grams u v ×4 = 2/8; 2-grams (u v) ×4 = 1/4; no 3- or 4-grams.
         assert!(close(s.distinct_n[0], (0.5 + 0.25) / 2.0));
         assert!(close(s.distinct_n[1], (2.0 / 3.0 + 0.25) / 2.0));

@@ -1,0 +1,339 @@
+//! Drawing figures (panels of curves and a legend strip) as PNG and SVG with plotters.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, bail, Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::numbers::{smooth, tick_formatter};
+use super::{ImageFormat, Run, Series};
+
+/// Tableau 10: distinguishable, colour-blind friendlier than pure RGB.
+const PALETTE: &[(u8, u8, u8)] = &[
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+
+/// Series longer than this are drawn without point markers (markers would turn into a smear).
+const MAX_MARKED_POINTS: usize = 40;
+
+static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// One figure: a grid of panels (one per metric) and a legend strip shared by all panels.
+pub(super) struct Figure<'a> {
+    title: Option<String>,
+    panels: Vec<Panel<'a>>,
+    legend: Vec<LegendEntry<'a>>,
+    smooth: usize,
+}
+
+struct Panel<'a> {
+    metric: &'a str,
+    curves: Vec<Curve<'a>>,
+}
+
+struct Curve<'a> {
+    color: RGBColor,
+    raw: &'a [(f64, f64)],
+    smoothed: Option<Series>,
+}
+
+struct LegendEntry<'a> {
+    name: &'a str,
+    color: RGBColor,
+    has_data: bool,
+}
+
+impl<'a> Figure<'a> {
+    pub(super) fn new(
+        runs: &'a [Run],
+        metrics: &'a [String],
+        smooth: usize,
+        title: Option<String>,
+    ) -> Figure<'a> {
+        let color = |i: usize| {
+            let (r, g, b) = PALETTE[i % PALETTE.len()];
+            RGBColor(r, g, b)
+        };
+        let panels: Vec<Panel<'a>> = metrics
+            .iter()
+            .map(|m| Panel {
+                metric: m,
+                curves: runs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| {
+                        let raw = r.series.get(m).filter(|p| !p.is_empty())?;
+                        // None where no window spans two points: a faint copy under the
+                        // same line would only blur it.
+                        let smoothed = Some(self::smooth(raw, smooth)).filter(|s| s != raw);
+                        Some(Curve {
+                            color: color(i),
+                            raw,
+                            smoothed,
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        let legend = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| LegendEntry {
+                name: &r.name,
+                color: color(i),
+                has_data: metrics
+                    .iter()
+                    .any(|m| r.series.get(m).is_some_and(|p| !p.is_empty())),
+            })
+            .collect();
+        Figure {
+            title,
+            panels,
+            legend,
+            smooth,
+        }
+    }
+
+    fn columns(&self) -> usize {
+        match self.panels.len() {
+            0 | 1 => 1,
+            2..=4 => 2,
+            _ => 3,
+        }
+    }
+
+    fn legend_width(&self) -> u32 {
+        let longest = self
+            .legend
+            .iter()
+            .map(|e| legend_label(e).chars().count())
+            .max()
+            .unwrap_or(0);
+        (longest as u32 * 9 + 60).clamp(140, 360)
+    }
+
+    /// Pixel size: one big panel for a single metric, 560x360 panels for a grid.
+    fn size(&self) -> (u32, u32) {
+        let legend = self.legend_width();
+        if self.panels.len() <= 1 {
+            return (900 + legend, 600);
+        }
+        let cols = self.columns() as u32;
+        let rows = self.panels.len().div_ceil(self.columns()) as u32;
+        (cols * 560 + legend, rows * 360 + 50)
+    }
+}
+
+fn legend_label(e: &LegendEntry) -> String {
+    // Long names would push the plot off the figure; keep the start, which usually names the run.
+    let mut name: String = e.name.chars().take(36).collect();
+    if e.name.chars().count() > 36 {
+        name.push('…');
+    }
+    if e.has_data {
+        name
+    } else {
+        format!("{name} (no data)")
+    }
+}
+
+/// Register the embedded font under "sans-serif" once; plotters' ab_glyph text needs it.
+pub(super) fn ensure_font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, DEJAVU_SANS).is_ok()
+    });
+    if !ok {
+        bail!(
+            "the embedded font assets/fonts/DejaVuSans.ttf could not be parsed (a build problem, \
+             not your input)"
+        );
+    }
+    Ok(())
+}
+
+/// Draw `figure` once per requested format at `stem.<ext>`.
+pub(super) fn write_figure(
+    stem: &Path,
+    format: ImageFormat,
+    figure: &Figure,
+) -> Result<Vec<PathBuf>> {
+    let size = figure.size();
+    let mut written = Vec::new();
+    for ext in format.extensions() {
+        let path = stem.with_extension(ext);
+        let what = || format!("drawing {}", path.display());
+        match *ext {
+            "png" => {
+                let root = BitMapBackend::new(&path, size).into_drawing_area();
+                draw_figure(&root, figure).with_context(what)?;
+                root.present()
+                    .map_err(|e| anyhow!("{e}"))
+                    .with_context(what)?;
+            }
+            _ => {
+                let root = SVGBackend::new(&path, size).into_drawing_area();
+                draw_figure(&root, figure).with_context(what)?;
+                root.present()
+                    .map_err(|e| anyhow!("{e}"))
+                    .with_context(what)?;
+            }
+        }
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// plotters' errors are generic over the backend; flatten them into anyhow.
+fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("plotting failed: {e}")
+}
+
+fn draw_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Result<()> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (width, _) = root.dim_in_pixel();
+    let (plots, legend) = root.split_horizontally(width.saturating_sub(fig.legend_width()));
+    let plots = match &fig.title {
+        Some(title) => {
+            let title = match fig.smooth {
+                1 => title.clone(),
+                w => format!("{title} (moving average over {w} steps)"),
+            };
+            plots.titled(&title, ("sans-serif", 26)).map_err(plot_err)?
+        }
+        None => plots,
+    };
+    let cols = fig.columns();
+    let rows = fig.panels.len().div_ceil(cols).max(1);
+    let cells = plots.split_evenly((rows, cols));
+    let single = fig.panels.len() == 1;
+    for (panel, area) in fig.panels.iter().zip(&cells) {
+        let caption = match (single, fig.smooth) {
+            (true, w) if w > 1 => format!("{} (moving average over {w} steps)", panel.metric),
+            _ => panel.metric.to_string(),
+        };
+        draw_panel(area, panel, &caption, single)?;
+    }
+    draw_legend(&legend, fig)
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+    caption: &str,
+    big: bool,
+) -> Result<()> {
+    let (caption_px, label_px, desc_px) = if big { (24, 15, 17) } else { (20, 13, 15) };
+    let labels = if big { 10 } else { 6 };
+    let all = panel.curves.iter().flat_map(|c| c.raw.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in all {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x0 == x1 {
+        (x0, x1) = (x0 - 1.0, x1 + 1.0);
+    }
+    // 5 % headroom so extreme points are not drawn on the frame; flat curves get a visible band.
+    let pad = if y1 > y0 {
+        0.05 * (y1 - y0)
+    } else {
+        0.1 * y0.abs().max(1e-9)
+    };
+    let (y0, y1) = (y0 - pad, y1 + pad);
+
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", caption_px))
+        .margin(12)
+        .x_label_area_size(if big { 50 } else { 40 })
+        .y_label_area_size(if big { 80 } else { 72 })
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc(panel.metric)
+        .x_label_formatter(&tick_formatter(x0, x1, labels))
+        .y_label_formatter(&tick_formatter(y0, y1, labels))
+        .x_labels(labels)
+        .y_labels(labels)
+        .label_style(("sans-serif", label_px))
+        .axis_desc_style(("sans-serif", desc_px))
+        .light_line_style(RGBColor(240, 240, 240))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()
+        .map_err(plot_err)?;
+
+    for curve in &panel.curves {
+        let width = if big { 2 } else { 1 };
+        match &curve.smoothed {
+            Some(smoothed) => {
+                // The raw curve stays visible underneath, faint, so smoothing hides no spike.
+                let faint = curve.color.mix(0.25).stroke_width(1);
+                chart
+                    .draw_series(LineSeries::new(curve.raw.iter().copied(), faint))
+                    .map_err(plot_err)?;
+                let solid = curve.color.stroke_width(width + 1);
+                chart
+                    .draw_series(LineSeries::new(smoothed.iter().copied(), solid))
+                    .map_err(plot_err)?;
+            }
+            None => {
+                let solid = curve.color.stroke_width(width + 1);
+                chart
+                    .draw_series(LineSeries::new(curve.raw.iter().copied(), solid))
+                    .map_err(plot_err)?;
+            }
+        }
+        // Sparse series (evals every N steps, short runs) read better with their points marked;
+        // a single point would otherwise be invisible.
+        if curve.raw.len() <= MAX_MARKED_POINTS {
+            let marker = curve.color.filled();
+            chart
+                .draw_series(curve.raw.iter().map(|&p| Circle::new(p, 3, marker)))
+                .map_err(plot_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure) -> Result<()> {
+    let top = if fig.title.is_some() { 70 } else { 50 };
+    let header = ("sans-serif", 17).into_font().color(&BLACK);
+    area.draw(&Text::new("runs", (12, top - 28), header))
+        .map_err(plot_err)?;
+    for (i, entry) in fig.legend.iter().enumerate() {
+        let y = top + 26 * i as i32;
+        let text_color = if entry.has_data {
+            BLACK
+        } else {
+            RGBColor(150, 150, 150)
+        };
+        let style = ("sans-serif", 15)
+            .into_font()
+            .color(&text_color)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&PathElement::new(
+            vec![(12, y), (42, y)],
+            entry.color.stroke_width(3),
+        ))
+        .map_err(plot_err)?;
+        area.draw(&Text::new(legend_label(entry), (50, y), style))
+            .map_err(plot_err)?;
+    }
+    Ok(())
+}
