@@ -557,4 +557,19 @@ name = "grpo"
         assert!(parse_recipe(BASE, &["train.nope=1".into()]).is_err());
         assert!(parse_recipe(BASE, &["no_equals_sign".into()]).is_err());
     }
+
+    /// Every shipped recipe parses: a renamed key or variant cannot rot in `recipes/`.
+    #[test]
+    fn shipped_recipes_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load_recipe(&path, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 9, "found {n} recipes");
+    }
 }

@@ -99,7 +99,9 @@ impl Algorithm for Rover {
             log_ratio = log_ratio.clamp((1.0 - e).ln(), (1.0 + e).ln())?;
         }
         let q = (log_ratio * rho)?; // (N,)
-                                    // Successor value at s_{t+1}: the next token's state in the same sequence; 0 after the last.
+
+        // Successor value at s_{t+1}: the next token's state in the same sequence; 0 after the
+        // last.
         let mean_diff = (&cur.mean_logp - &b.old_mean_logp)?.detach(); // (N,)
         let q_next = ((mean_diff.index_select(&b.next_index, 0)? * rho)? * &b.has_next)?; // (N,)
         let target = (&b.advantage + (&q_next * self.cfg.beta)?)?.detach(); // (N,)
