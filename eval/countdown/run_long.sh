@@ -7,12 +7,13 @@
 #   overrides); the default is GRPO as shipped (1 optimizer step per rollout batch), GRPO with 4
 #   mini-batches (the optimizer steps ROVER takes), and ROVER. Runs are trained in order, then
 #   evaluated in order; an interrupted run resumes exactly.
-# Results: eval/results/countdown/long_s${RL_STEPS}/ (the SFT model's evaluation is k64_sft/).
+# Results: eval/results/countdown/long_s${RL_STEPS}/ (the SFT model's evaluation is k64_sft/, on
+# 16 problems; the table compares every model on the first EVAL_PROBLEMS of them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS=${1:-24}
 LR=${2:-2e-5}
-P=${3:-16}
+P=${3:-12}
 N=${4:-64}
 RUNS=${RUNS:-grpo:grpo grpo-mb4:grpo:train.num_minibatches=4 rover:rover}
 BIN=target/release/llmrl
@@ -46,5 +47,5 @@ done
 $BIN report "${names[@]/#/runs/long-s$STEPS-}" --out "$OUT/curves"
 args=(SFT=eval/results/countdown/k64_sft)
 for name in "${names[@]}"; do args+=("$name=$OUT/eval_$name:$OUT/metrics_$name.jsonl"); done
-python3 eval/countdown/summarize.py "${args[@]}" > "$OUT/table.md"
+python3 eval/countdown/summarize.py "$P" "${args[@]}" > "$OUT/table.md"
 cat "$OUT/table.md"
