@@ -490,20 +490,13 @@ pub fn completion_stats(
     let suffix_refs: Vec<&[u32]> = suffixes.iter().map(|s| s.as_slice()).collect();
     let batch = SharedPrefixBatch::new(&prefixes, &suffix_refs, owner, device)?;
     let hidden = dec.forward_hidden_shared(&batch)?; // (B, T, H)
-    let (_, t, h) = hidden.dims3()?;
-    let mut rows = Vec::new();
-    let mut targets = Vec::new();
-    for (b, (_, c)) in seqs.iter().enumerate() {
-        rows.extend((0..c.len()).map(|j| (b * t + j) as u32));
-        targets.extend_from_slice(c);
-    }
-    let rows = Tensor::from_vec(rows, targets.len(), device)?;
-    let picked = hidden
-        .reshape((seqs.len() * t, h))?
-        .index_select(&rows, 0)?; // (N, H)
-    let logits = dec.logits(&picked)?; // (N, V)
-    let targets = Tensor::from_vec(targets, rows.dim(0)?, device)?;
-    Ok(ops::logprob_stats(&logits, &targets, temperature)?)
+    let t = hidden.dim(1)?;
+    let rows: Vec<u32> = seqs
+        .iter()
+        .enumerate()
+        .flat_map(|(b, (_, c))| (0..c.len()).map(move |j| (b * t + j) as u32))
+        .collect();
+    stats_at_rows(dec, &hidden, rows, seqs, temperature, device)
 }
 
 /// [`completion_stats`] with every row run in full (prompt + completion): the reference the
@@ -518,7 +511,6 @@ pub fn completion_stats_unshared(
     let t = lens.iter().copied().max().unwrap_or(1);
     let mut ids = Vec::with_capacity(seqs.len() * t);
     let mut rows = Vec::new();
-    let mut targets = Vec::new();
     for (b, (p, c)) in seqs.iter().enumerate() {
         let full: Vec<u32> = p.iter().chain(c.iter()).copied().collect();
         let input = &full[..full.len() - 1];
@@ -526,19 +518,31 @@ pub fn completion_stats_unshared(
         ids.extend(std::iter::repeat_n(0u32, t - input.len()));
         // Logits at position P−1+j predict completion token j.
         rows.extend((0..c.len()).map(|j| (b * t + p.len() - 1 + j) as u32));
-        targets.extend_from_slice(c);
     }
     let pos = Positions::right_padded(&lens, t, device)?;
     let x = Tensor::from_vec(ids, (seqs.len(), t), device)?;
     let hidden = dec.forward_hidden(&x, &pos, None)?; // (B, T, H)
-    let h = hidden.dim(2)?;
-    let rows = Tensor::from_vec(rows, targets.len(), device)?;
-    // Only completion positions go through the LM head: the (N, V) logits are the biggest tensor.
-    let picked = hidden
-        .reshape((seqs.len() * t, h))?
-        .index_select(&rows, 0)?; // (N, H)
+    stats_at_rows(dec, &hidden, rows, seqs, temperature, device)
+}
+
+/// Log-prob statistics of the completion tokens from the hidden states (B, T, H) at `rows` (flat
+/// B*T indices, one per completion token, sequence by sequence). Only those positions go through
+/// the LM head: the (N, V) logits are the biggest tensor.
+fn stats_at_rows(
+    dec: &Decoder,
+    hidden: &Tensor,
+    rows: Vec<u32>,
+    seqs: &[(&[u32], &[u32])],
+    temperature: f64,
+    device: &Device,
+) -> Result<LogProbStats> {
+    let (b, t, h) = hidden.dims3()?;
+    let targets: Vec<u32> = seqs.iter().flat_map(|(_, c)| c.iter().copied()).collect();
+    let n = rows.len();
+    let rows = Tensor::from_vec(rows, n, device)?;
+    let picked = hidden.reshape((b * t, h))?.index_select(&rows, 0)?; // (N, H)
     let logits = dec.logits(&picked)?; // (N, V)
-    let targets = Tensor::from_vec(targets, rows.dim(0)?, device)?;
+    let targets = Tensor::from_vec(targets, n, device)?;
     Ok(ops::logprob_stats(&logits, &targets, temperature)?)
 }
 

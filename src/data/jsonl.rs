@@ -64,9 +64,8 @@ pub(crate) fn field_list(fields: &Map<String, Value>) -> String {
         .join(", ")
 }
 
-/// Read a JSON Lines file into examples with ids `{file name}:{line}` (1-based). Blank lines
-/// are skipped; a line that is not a JSON object is an error naming the line.
-pub fn read_jsonl(path: &Path) -> Result<Vec<Example>> {
+/// Open a dataset file; also returns the file name that prefixes its row ids.
+pub(crate) fn open_dataset(path: &Path) -> Result<(File, String)> {
     let file = File::open(path).with_context(|| {
         format!(
             "opening dataset {}; hint: check `path` in the recipe's [data] table (relative \
@@ -78,6 +77,13 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Example>> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
+    Ok((file, name))
+}
+
+/// Read a JSON Lines file into examples with ids `{file name}:{line}` (1-based). Blank lines
+/// are skipped; a line that is not a JSON object is an error naming the line.
+pub fn read_jsonl(path: &Path) -> Result<Vec<Example>> {
+    let (file, name) = open_dataset(path)?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let lineno = i + 1;

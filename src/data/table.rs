@@ -4,7 +4,6 @@
 //! ending in `.parquet` are read as Parquet, anything else as JSON Lines; either way each row
 //! becomes an [`Example`] with every column kept as JSON.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -12,7 +11,7 @@ use hf_hub::{api::sync::ApiBuilder, Cache, Repo, RepoType};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::Value;
 
-use super::jsonl::read_jsonl;
+use super::jsonl::{open_dataset, read_jsonl};
 use super::Example;
 
 const HUB_PREFIX: &str = "hf://datasets/";
@@ -22,7 +21,7 @@ pub fn read_rows(spec: &Path, base_dir: &Path) -> Result<Vec<Example>> {
     let files = match spec.to_str().and_then(|s| s.strip_prefix(HUB_PREFIX)) {
         Some(rest) => {
             let uri = HubUri::parse(rest)?;
-            uri.resolve(&Cache::from_env(), !hub_offline())?
+            uri.resolve(&Cache::from_env(), !crate::model::hub::offline())?
         }
         None => vec![base_dir.join(spec)],
     };
@@ -40,13 +39,7 @@ pub fn read_rows(spec: &Path, base_dir: &Path) -> Result<Vec<Example>> {
 /// Rows of a Parquet file, ids `{file name}:{row}` (1-based). Nested columns (lists, structs,
 /// maps) become JSON arrays/objects; binary columns base64 strings.
 pub fn read_parquet(path: &Path) -> Result<Vec<Example>> {
-    let file = File::open(path).with_context(|| {
-        format!(
-            "opening dataset {}; hint: check `path` in the recipe's [data] table (relative \
-             paths are resolved against the recipe's directory)",
-            path.display()
-        )
-    })?;
+    let (file, name) = open_dataset(path)?;
     let reader = SerializedFileReader::new(file).with_context(|| {
         format!(
             "{}: not a readable Parquet file; hint: files ending in .parquet are read as \
@@ -54,10 +47,6 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Example>> {
             path.display()
         )
     })?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string());
     let mut out = Vec::with_capacity(reader.metadata().file_metadata().num_rows().max(0) as usize);
     for (i, row) in reader.into_iter().enumerate() {
         let row = row.with_context(|| format!("{}: reading row {}", path.display(), i + 1))?;
@@ -70,13 +59,6 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Example>> {
         });
     }
     Ok(out)
-}
-
-fn hub_offline() -> bool {
-    matches!(
-        std::env::var("HF_HUB_OFFLINE").as_deref(),
-        Ok("1") | Ok("true") | Ok("TRUE") | Ok("yes")
-    )
 }
 
 /// `OWNER/NAME[@REVISION]/GLOB`: `*` matches within one path segment, `**` any number of them.

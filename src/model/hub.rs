@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use hf_hub::{api::sync::ApiBuilder, Cache, Repo, RepoType};
 
-fn offline() -> bool {
+/// `HF_HUB_OFFLINE` is set: resolve from the cache only.
+pub(crate) fn offline() -> bool {
     matches!(
         std::env::var("HF_HUB_OFFLINE").as_deref(),
         Ok("1") | Ok("true") | Ok("TRUE") | Ok("yes")
