@@ -183,27 +183,22 @@ pub fn generate(
         if step + 1 == cfg.max_new_tokens {
             break;
         }
-        // Drop finished rows (and their cache rows) before paying for another forward.
-        let keep: Vec<u32> = (0..rows.len() as u32)
-            .filter(|&i| rows[i as usize].finish.is_none())
-            .collect();
-        if keep.len() < rows.len() {
-            let mut kept_rows = Vec::with_capacity(keep.len());
-            let mut kept_next = Vec::with_capacity(keep.len());
-            for (i, row) in rows.drain(..).enumerate() {
-                if row.finish.is_none() {
-                    kept_next.push(next[i]);
-                    kept_rows.push(row);
-                } else {
-                    finish_row(row, tok, cfg, &mut outputs);
-                }
+        // Drop finished rows (and their cache rows, in place) before paying for another forward.
+        if rows.iter().any(|r| r.finish.is_some()) {
+            let keep: Vec<bool> = rows.iter().map(|r| r.finish.is_none()).collect();
+            let order = cache.retain_rows(&keep)?;
+            let mut old: Vec<Option<Row>> = rows.drain(..).map(Some).collect();
+            for row in old
+                .iter_mut()
+                .filter_map(|r| r.take_if(|r| r.finish.is_some()))
+            {
+                finish_row(row, tok, cfg, &mut outputs);
             }
-            rows = kept_rows;
-            next = kept_next;
+            rows = order.iter().filter_map(|&i| old[i].take()).collect();
+            next = order.iter().map(|&i| next[i]).collect();
             if rows.is_empty() {
                 break;
             }
-            cache = cache.select_rows(&keep)?;
         }
         let n = rows.len();
         let new_valid = vec![vec![true]; n];

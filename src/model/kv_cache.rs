@@ -3,12 +3,15 @@
 //! Buffers are preallocated per layer as (B, Hkv, capacity, D) and filled in place, so a decode
 //! step costs no copy of the past. Slots are shared by all rows; which slots hold real tokens is
 //! tracked per row (`valid`), so left-padded ragged prompts decode together with exact positions.
+//! Rows that finish are dropped in place ([`KvCache::retain_rows`]): the live rows are the first
+//! `rows` of each buffer, so dropping one moves one row instead of reallocating the whole cache.
 
 use candle_core::{DType, Device, Result, Tensor};
 
 pub struct KvCache {
-    k: Vec<Tensor>, // per layer (B, Hkv, cap, D)
+    k: Vec<Tensor>, // per layer (B, Hkv, cap, D); rows ≥ `rows` are stale
     v: Vec<Tensor>,
+    rows: usize,
     len: usize,
     cap: usize,
     /// Per row, per slot: whether the slot holds a real token (false for padding).
@@ -29,6 +32,7 @@ impl KvCache {
         Ok(Self {
             k: (0..layers).map(|_| mk()).collect::<Result<_>>()?,
             v: (0..layers).map(|_| mk()).collect::<Result<_>>()?,
+            rows: batch,
             len: 0,
             cap: capacity,
             valid: vec![Vec::new(); batch],
@@ -60,11 +64,14 @@ impl KvCache {
                 self.len
             );
         }
-        self.k[layer].slice_set(k, 2, self.len)?;
-        self.v[layer].slice_set(v, 2, self.len)?;
+        // The first `rows` rows of a contiguous buffer are contiguous: written in place.
+        let kb = self.k[layer].narrow(0, 0, self.rows)?; // (rows, Hkv, cap, D)
+        let vb = self.v[layer].narrow(0, 0, self.rows)?;
+        kb.slice_set(k, 2, self.len)?;
+        vb.slice_set(v, 2, self.len)?;
         Ok((
-            self.k[layer].narrow(2, 0, self.len + t)?,
-            self.v[layer].narrow(2, 0, self.len + t)?,
+            kb.narrow(2, 0, self.len + t)?,
+            vb.narrow(2, 0, self.len + t)?,
         ))
     }
 
@@ -79,8 +86,47 @@ impl KvCache {
         }
     }
 
+    /// Live rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Keep the rows whose flag is set and drop the others, in place. A dropped row's slot is
+    /// refilled by a live row from the end, so the cost is one row copy per dropped row (not a
+    /// new cache). Returns the new order: new row i is old row `order[i]`.
+    pub fn retain_rows(&mut self, keep: &[bool]) -> Result<Vec<usize>> {
+        if keep.len() != self.rows {
+            candle_core::bail!("retain_rows: {} flags for {} rows", keep.len(), self.rows);
+        }
+        let n = keep.iter().filter(|&&k| k).count();
+        // As many live rows sit at or above n as there are dropped rows below it.
+        let mut movers = (n..self.rows).filter(|&r| keep[r]);
+        let mut order: Vec<usize> = (0..n).collect();
+        for (i, slot) in order.iter_mut().enumerate() {
+            if keep[i] {
+                continue;
+            }
+            let Some(src) = movers.next() else {
+                candle_core::bail!("retain_rows: no live row left to move")
+            };
+            for buf in self.k.iter().chain(&self.v) {
+                // slice_set refuses a source sharing the destination's storage: copy the row out.
+                let row = buf.narrow(0, src, 1)?.force_contiguous()?; // (1, Hkv, cap, D)
+                buf.slice_set(&row, 0, i)?;
+            }
+            *slot = src;
+        }
+        let mut old = std::mem::take(&mut self.valid);
+        self.valid = order.iter().map(|&r| std::mem::take(&mut old[r])).collect();
+        self.rows = n;
+        Ok(order)
+    }
+
     /// A cache whose row i is row `rows[i]` of this one (fan a prefilled prompt out to n samples).
     pub fn select_rows(&self, rows: &[u32]) -> Result<Self> {
+        if let Some(&r) = rows.iter().find(|&&r| r as usize >= self.rows) {
+            candle_core::bail!("select_rows: row {r} of {}", self.rows);
+        }
         let dev = self
             .k
             .first()
@@ -98,6 +144,7 @@ impl KvCache {
                 .iter()
                 .map(|t| t.index_select(&idx, 0))
                 .collect::<Result<_>>()?,
+            rows: rows.len(),
             len: self.len,
             cap: self.cap,
             valid: rows
@@ -105,5 +152,79 @@ impl KvCache {
                 .map(|&r| self.valid[r as usize].clone())
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 2-layer cache of `b` rows with 3 filled slots whose values say (layer, k/v, row).
+    fn filled(b: usize) -> (KvCache, Vec<Vec<Tensor>>) {
+        let dev = Device::Cpu;
+        let mut c = KvCache::new(2, b, 2, 5, 4, DType::F32, &dev).unwrap();
+        let mut written = vec![];
+        for layer in 0..2 {
+            let k = Tensor::arange(0f32, (b * 2 * 3 * 5) as f32, &dev)
+                .unwrap()
+                .reshape((b, 2, 3, 5))
+                .unwrap();
+            let v = ((&k * -1.0).unwrap() + layer as f64 * 1000.0).unwrap();
+            let (ka, va) = c.append(layer, &k, &v).unwrap();
+            assert_eq!(ka.dims(), [b, 2, 3, 5]);
+            written.push(vec![ka.contiguous().unwrap(), va.contiguous().unwrap()]);
+        }
+        c.advance(3);
+        let flags: Vec<Vec<bool>> = (0..b).map(|r| vec![r % 2 == 0, true, true]).collect();
+        c.push_valid(&flags);
+        (c, written)
+    }
+
+    #[test]
+    fn retain_rows_keeps_live_rows_in_place_and_appends_after() {
+        let (mut c, written) = filled(5);
+        let keep = [false, true, false, true, true];
+        let order = c.retain_rows(&keep).unwrap();
+        // Dropped slots 0 and 2 are refilled from the end (rows 3 and 4); row 1 stays.
+        assert_eq!(order, vec![3, 1, 4]);
+        assert_eq!(c.rows(), 3);
+        let idx = Tensor::new(&[3u32, 1, 4], &Device::Cpu).unwrap();
+        for (layer, kv) in written.iter().enumerate() {
+            // Appending one more slot returns the retained rows' past plus the new slot.
+            let k1 = Tensor::ones((3, 2, 1, 5), DType::F32, &Device::Cpu).unwrap();
+            let (ka, va) = c.append(layer, &k1, &k1).unwrap();
+            assert_eq!(ka.dims(), [3, 2, 4, 5]);
+            for (got, want) in [(ka, &kv[0]), (va, &kv[1])] {
+                let want = want.index_select(&idx, 0).unwrap();
+                let past = got.narrow(2, 0, 3).unwrap();
+                let diff = (past - want).unwrap().abs().unwrap().max_all().unwrap();
+                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+                let new = got.narrow(2, 3, 1).unwrap().sum_all().unwrap();
+                assert_eq!(new.to_scalar::<f32>().unwrap(), 3.0 * 2.0 * 5.0);
+            }
+        }
+        assert_eq!(
+            c.valid,
+            vec![
+                vec![false, true, true],
+                vec![false, true, true],
+                vec![true, true, true]
+            ]
+        );
+        // Row selection (fan-out) reads live rows only.
+        assert!(c.select_rows(&[3]).is_err());
+        assert_eq!(c.select_rows(&[2, 2]).unwrap().rows(), 2);
+    }
+
+    #[test]
+    fn retain_rows_edge_cases() {
+        let (mut c, _) = filled(3);
+        assert_eq!(c.retain_rows(&[true, true, true]).unwrap(), vec![0, 1, 2]);
+        assert!(c.retain_rows(&[true]).is_err());
+        assert_eq!(
+            c.retain_rows(&[false, false, false]).unwrap(),
+            Vec::<usize>::new()
+        );
+        assert_eq!(c.rows(), 0);
     }
 }

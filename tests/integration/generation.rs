@@ -176,3 +176,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn rows_finishing_mid_batch_leave_the_others_unchanged() {
+    // Stop strings end rows at different steps, so the batch drops rows (in place, reordering
+    // the survivors) several times; every sample must still equal the same sample drawn alone.
+    let m = load_fixture("tiny_llama");
+    let cfg = SamplingConfig {
+        stop: vec!["x".into(), "q".into()],
+        ..sampled(16)
+    };
+    let out = run(&m, &prompts(), 3, 11, &cfg);
+    let stop_lens: std::collections::BTreeSet<usize> = out
+        .iter()
+        .filter(|c| c.finish_reason == Finish::Stop)
+        .map(|c| c.token_ids.len())
+        .collect();
+    assert!(
+        stop_lens.len() >= 3,
+        "rows should stop at several steps: {stop_lens:?}"
+    );
+    assert!(out.iter().any(|c| c.finish_reason != Finish::Stop));
+    let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
+    for c in &out {
+        let p = &prompts()[c.prompt_index];
+        let alone = generate(
+            &dec,
+            &m.tokenizer,
+            std::slice::from_ref(p),
+            &[vec![c.seed]],
+            &cfg,
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            c.token_ids, alone[0].token_ids,
+            "prompt {} sample {}",
+            c.prompt_index, c.sample_index
+        );
+        assert_eq!(c.logprobs.len(), alone[0].logprobs.len());
+        for (a, b) in c.logprobs.iter().zip(&alone[0].logprobs) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+}

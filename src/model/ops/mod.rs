@@ -1,0 +1,162 @@
+//! Differentiable building blocks of the decoder forward, fused on CPU.
+//!
+//! candle-nn's fused `rms_norm`, `softmax_last_dim` and `rope` have no backward (they cut the graph
+//! silently, feasibility.md §2), and composing them from elementary ops allocates a fresh buffer per
+//! op and keeps every one alive for backward (2x torch's memory, a quarter of the time in page
+//! zeroing). So on CPU each op here is a candle custom op with a hand-written backward and an f32
+//! kernel (rayon over rows) that keeps only its inputs and output alive for the backward pass.
+//!
+//! Deliberately not here: GPU kernels and non-f32 kernels. On other devices or dtypes every
+//! function falls back to the composite version in [`reference`] (same semantics, candle autograd),
+//! so a `cuda` build works unchanged. Second-order gradients are not supported (backward kernels
+//! produce constants).
+//!
+//! Follows HF transformers' `LlamaRMSNorm`, `apply_rotary_pos_emb` (rotate-half) and eager
+//! attention; each backward derives its formula in a comment and is checked in the tests against
+//! the composite version's autograd and against f64 central finite differences.
+
+mod logprob_op;
+pub mod reference;
+mod rms_norm_op;
+mod rope_op;
+mod simd;
+mod softmax_op;
+mod swiglu_op;
+
+use candle_core::{bail, DType, Result, Tensor, D};
+use logprob_op::LogProbStatsOp;
+use rms_norm_op::RmsNormOp;
+use rope_op::RopeOp;
+use simd::fused_ok;
+use softmax_op::{MaskedSoftmaxOp, SoftmaxOp};
+use swiglu_op::SwigluOp;
+
+/// RMSNorm over the last dim: x / sqrt(mean(x²) + eps) * w, computed in f32.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    if !fused_ok(&[x, w]) || w.dims() != [d] {
+        return reference::rms_norm(x, w, eps);
+    }
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, RmsNormOp { eps: eps as f32 })
+}
+
+/// Rotary embedding, HF rotate-half convention. x: (B, H, T, D); cos, sin: (B, T, D/2), one row
+/// of positions per sequence so left-padded batches get their true positions (a leading 1 instead
+/// of B broadcasts). x may be a transposed view (only its last dim must be unit-stride).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (b, _, t, d) = x.dims4()?;
+    let (bc, tc, hc) = cos.dims3()?;
+    let shape_ok = d % 2 == 0 && (bc == b || bc == 1) && tc == t && hc == d / 2;
+    if !fused_ok(&[x, cos, sin]) || !shape_ok || sin.dims() != cos.dims() {
+        return reference::rope(x, cos, sin);
+    }
+    // The kernel reads x through its strides; only a non-unit last stride needs a copy.
+    let x = if x.stride()[3] == 1 {
+        x.clone()
+    } else {
+        x.contiguous()?
+    };
+    x.apply_op3(&cos.contiguous()?, &sin.contiguous()?, RopeOp)
+}
+
+/// Softmax over the last dim.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !fused_ok(&[x]) {
+        return reference::softmax_last_dim(x);
+    }
+    x.contiguous()?.apply_op1(SoftmaxOp { scale: 1.0 })
+}
+
+/// softmax(x · scale + mask) over the last dim, the mask added inside the kernel. x: (B, H, T, S);
+/// mask: additive (B, 1, T, S) or (1, 1, T, S), 0 where allowed and −inf (or a large negative)
+/// where not. A row masked everywhere gives zeros (the composite version gives NaN).
+pub fn masked_softmax(x: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, _, t, s) = x.dims4()?;
+    let (bm, hm, tm, sm) = mask.dims4()?;
+    let shape_ok = (bm == b || bm == 1) && hm == 1 && tm == t && sm == s;
+    if !fused_ok(&[x]) || !mask.device().is_cpu() || !shape_ok {
+        return reference::masked_softmax(x, mask, scale);
+    }
+    let mask = mask.to_dtype(DType::F32)?.contiguous()?;
+    x.contiguous()?.apply_op2(
+        &mask,
+        MaskedSoftmaxOp {
+            scale: scale as f32,
+        },
+    )
+}
+
+/// silu(gate) * up, the SwiGLU MLP activation.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if !fused_ok(&[gate, up]) || gate.dims() != up.dims() {
+        return reference::swiglu(gate, up);
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwigluOp)
+}
+
+/// Per-position statistics of log-softmax(logits / temperature) that RL losses need.
+pub struct LogProbStats {
+    /// log π(target): (N,)
+    pub logp: Tensor,
+    /// mean over the vocabulary of log π(·) = mean(z) − logsumexp(z): (N,) — ROVER's successor value.
+    pub mean_logp: Tensor,
+    /// entropy −Σ π log π: (N,)
+    pub entropy: Tensor,
+}
+
+/// Log-prob of `targets` and full-vocabulary statistics. logits: (N, V) any float dtype;
+/// targets: (N,) u32. Computed in f32.
+///
+/// On CPU this is one fused pass per row: nothing of size (N, V) is materialized in the forward,
+/// and the backward allocates only the (N, V) gradient.
+pub fn logprob_stats(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<LogProbStats> {
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        bail!("logprob_stats: temperature must be a positive finite number, got {temperature}; set a temperature > 0 (use 1.0 for the raw policy)");
+    }
+    let fusable = logits.device().is_cpu()
+        && matches!(logits.dtype(), DType::F32 | DType::F16 | DType::BF16)
+        && targets.dtype().is_int();
+    if !fusable {
+        return reference::logprob_stats(logits, targets, temperature);
+    }
+    let (n, v) = logits.dims2()?;
+    if targets.dims() != [n] {
+        bail!(
+            "logprob_stats: targets shape {:?} does not match logits rows {n}",
+            targets.dims()
+        );
+    }
+    let logits = logits.to_dtype(DType::F32)?.contiguous()?; // (N, V)
+    let targets = targets.to_dtype(DType::U32)?.contiguous()?; // (N,)
+    let stats = logits.apply_op2(
+        &targets,
+        LogProbStatsOp {
+            inv_t: (1.0 / temperature) as f32,
+            vocab: v,
+        },
+    )?; // (4, N): logp, mean_logp, entropy, logsumexp(z)
+    Ok(LogProbStats {
+        logp: stats.get(0)?,
+        mean_logp: stats.get(1)?,
+        entropy: stats.get(2)?,
+    })
+}
+
+/// Scaled dot-product attention with grouped-query heads. q: (B, H, T, D); k, v: (B, Hkv, S, D)
+/// with H a multiple of Hkv; mask: additive (B, 1, T, S), 0 where allowed and −inf (or a large
+/// negative) where not. Returns (B, H, T, D).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
+    let (_, hkv, s, _) = k.dims4()?;
+    let group = h / hkv;
+    // Fold the query-head group into the time axis so each kv head is used once, without copies of k/v.
+    let q = q.reshape((b, hkv, group * t, d))?; // (B, Hkv, G*T, D)
+    let att = q.matmul(&k.t()?)?.reshape((b, h, t, s))?; // (B, H, T, S), unscaled
+    let att = masked_softmax(&att, mask, scale)?; // (B, H, T, S)
+    let att = att.reshape((b, hkv, group * t, s))?;
+    att.matmul(v)?.reshape((b, h, t, d)) // (B, H, T, D)
+}
+
+#[cfg(test)]
+mod tests;

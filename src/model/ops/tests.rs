@@ -1,0 +1,512 @@
+//! Unit tests of the fused ops: forward and gradients against the composite versions in
+//! `reference` and f64 finite differences, hand-computed values, and an ignored benchmark.
+
+use super::simd::exp_f32;
+use super::*;
+use candle_core::{Device, Var};
+
+fn randn(shape: &[usize]) -> Tensor {
+    Tensor::randn(0f32, 1f32, shape, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.to_dtype(DType::F32).unwrap();
+    let b = b.to_dtype(DType::F32).unwrap();
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+type OpFn<'a> = &'a dyn Fn(&[Tensor]) -> Result<Tensor>;
+
+/// Compares `fused` with `reference` on `inputs`: forward values; gradients of Σ out·w for the
+/// inputs listed in `diff` against the reference's autograd; and the same gradients against
+/// f64 central differences of the reference at a few elements.
+fn check(fused: OpFn, reference: OpFn, inputs: &[Tensor], diff: &[usize], grad_tol: f32) {
+    let out_f = fused(inputs).unwrap();
+    let out_r = reference(inputs).unwrap();
+    assert_eq!(out_f.dims(), out_r.dims());
+    let d = max_diff(&out_f, &out_r);
+    assert!(
+        d <= 1e-5,
+        "forward differs from the composite version by {d}"
+    );
+
+    let w = randn(out_f.dims());
+    let grads = |f: OpFn| -> Vec<Tensor> {
+        let vars: Vec<Tensor> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match diff.contains(&i) {
+                true => Var::from_tensor(t).unwrap().as_tensor().clone(),
+                false => t.clone(),
+            })
+            .collect();
+        let loss = (f(&vars).unwrap() * &w).unwrap().sum_all().unwrap();
+        let g = loss.backward().unwrap();
+        diff.iter()
+            .map(|&i| g.get(&vars[i]).expect("input got no gradient").clone())
+            .collect()
+    };
+    let (g_fused, g_ref) = (grads(fused), grads(reference));
+    for (k, (a, b)) in g_fused.iter().zip(&g_ref).enumerate() {
+        let d = max_diff(a, b);
+        assert!(
+            d <= grad_tol,
+            "input {}: gradient differs from autograd by {d}",
+            diff[k]
+        );
+    }
+
+    let to64 = |t: &Tensor| match t.dtype() {
+        DType::F32 => t.to_dtype(DType::F64).unwrap(),
+        _ => t.clone(),
+    };
+    let inputs64: Vec<Tensor> = inputs.iter().map(to64).collect();
+    let w64 = to64(&w);
+    let loss64 = |xs: &[Tensor]| -> f64 {
+        (reference(xs).unwrap() * &w64)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    for (k, &i) in diff.iter().enumerate() {
+        let base: Vec<f64> = inputs64[i].flatten_all().unwrap().to_vec1().unwrap();
+        let g: Vec<f32> = g_fused[k].flatten_all().unwrap().to_vec1().unwrap();
+        let n = base.len();
+        for j in [0, n / 5, n / 3, n / 2, 2 * n / 3, n - 1] {
+            let eval = |delta: f64| {
+                let mut v = base.clone();
+                v[j] += delta;
+                let mut xs = inputs64.clone();
+                xs[i] = Tensor::from_vec(v, inputs64[i].shape(), &Device::Cpu).unwrap();
+                loss64(&xs)
+            };
+            let h = 1e-5;
+            let fd = (eval(h) - eval(-h)) / (2.0 * h);
+            let err = (fd - g[j] as f64).abs();
+            assert!(
+                err <= 1e-4 * (1.0 + fd.abs()),
+                "input {i} element {j}: fused gradient {} vs finite difference {fd}",
+                g[j]
+            );
+        }
+    }
+}
+
+fn causal_mask(b: usize, t: usize, pad: &[usize]) -> Tensor {
+    // Sequence i is left-padded by pad[i] keys; each query still sees at least itself.
+    let mut m = vec![0f32; b * t * t];
+    for bi in 0..b {
+        for q in 0..t {
+            for k in 0..t {
+                if k > q || (k < pad[bi] && k != q) {
+                    m[(bi * t + q) * t + k] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(m, (b, 1, t, t), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn exp_f32_matches_libm() {
+    let mut worst = 0f64;
+    for i in 0..=200_000 {
+        let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+        let want = (x as f64).exp();
+        worst = worst.max(((exp_f32(x) as f64) - want).abs() / want);
+    }
+    assert!(worst < 3e-7, "relative error {worst}");
+    assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+    assert_eq!(exp_f32(0.0), 1.0);
+    assert!(exp_f32(f32::NAN).is_nan());
+}
+
+#[test]
+fn hand_computed_values() {
+    let dev = Device::Cpu;
+    // RMSNorm of [3, 4]: mean square 12.5 → [3, 4] / √12.5, times w = [1, 2].
+    let x = Tensor::new(&[[3f32, 4.]], &dev).unwrap();
+    let w = Tensor::new(&[1f32, 2.], &dev).unwrap();
+    let y: Vec<Vec<f32>> = rms_norm(&x, &w, 0.0).unwrap().to_vec2().unwrap();
+    let r = 12.5f32.sqrt();
+    assert!((y[0][0] - 3. / r).abs() < 1e-6 && (y[0][1] - 8. / r).abs() < 1e-6);
+    // softmax([0, ln 3]) = [1/4, 3/4].
+    let p: Vec<f32> = softmax_last_dim(&Tensor::new(&[0f32, 3f32.ln()], &dev).unwrap())
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!((p[0] - 0.25).abs() < 1e-6 && (p[1] - 0.75).abs() < 1e-6);
+    // swiglu(0, 5) = 0; swiglu(ln 3, 2) = ln 3 · 3/4 · 2.
+    let g = Tensor::new(&[0f32, 3f32.ln()], &dev).unwrap();
+    let u = Tensor::new(&[5f32, 2.], &dev).unwrap();
+    let s: Vec<f32> = swiglu(&g, &u).unwrap().to_vec1().unwrap();
+    assert!(s[0].abs() < 1e-7 && (s[1] - 3f32.ln() * 1.5).abs() < 1e-6);
+    // rope with cos = 0, sin = 1 rotates (x1, x2) → (−x2, x1).
+    let x = Tensor::new(&[1f32, 2., 3., 4.], &dev)
+        .unwrap()
+        .reshape((1, 1, 1, 4))
+        .unwrap();
+    let c = Tensor::zeros((1, 1, 2), DType::F32, &dev).unwrap();
+    let sn = Tensor::ones((1, 1, 2), DType::F32, &dev).unwrap();
+    let y: Vec<f32> = rope(&x, &c, &sn)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(y, [-3., -4., 1., 2.]);
+    // Uniform logits over 4 tokens: logp = mean_logp = −ln 4, entropy = ln 4, at any temperature.
+    let z = Tensor::zeros((1, 4), DType::F32, &dev).unwrap();
+    let t = Tensor::new(&[2u32], &dev).unwrap();
+    let st = logprob_stats(&z, &t, 0.5).unwrap();
+    let l4 = 4f32.ln();
+    let get = |t: &Tensor| t.to_vec1::<f32>().unwrap()[0];
+    assert!((get(&st.logp) + l4).abs() < 1e-6);
+    assert!((get(&st.mean_logp) + l4).abs() < 1e-6);
+    assert!((get(&st.entropy) - l4).abs() < 1e-6);
+}
+
+fn lp_stack(s: LogProbStats) -> Result<Tensor> {
+    Tensor::stack(&[&s.logp, &s.mean_logp, &s.entropy], 0)
+}
+
+#[test]
+fn logprob_stats_matches_composite() {
+    for v in [37, 64] {
+        let n = 6;
+        let logits = (randn(&[n, v]) * 3.0).unwrap();
+        let targets = Tensor::new(&[0u32, 5, 36, 1, 2, 30], &Device::Cpu).unwrap();
+        check(
+            &|i| lp_stack(logprob_stats(&i[0], &i[1], 0.7)?),
+            &|i| lp_stack(reference::logprob_stats(&i[0], &i[1], 0.7)?),
+            &[logits, targets],
+            &[0],
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn logprob_stats_non_contiguous_logits() {
+    // Logits stored (V, N) and viewed as (N, V).
+    let targets = Tensor::new(&[3u32, 0, 19], &Device::Cpu).unwrap();
+    check(
+        &|i| lp_stack(logprob_stats(&i[0].t()?, &i[1], 1.3)?),
+        &|i| lp_stack(reference::logprob_stats(&i[0].t()?, &i[1], 1.3)?),
+        &[randn(&[20, 3]), targets],
+        &[0],
+        1e-5,
+    );
+}
+
+#[test]
+fn logprob_stats_rejects_bad_input() {
+    let z = randn(&[2, 4]);
+    let bad = Tensor::new(&[0u32, 4], &Device::Cpu).unwrap();
+    assert!(logprob_stats(&z, &bad, 1.0).is_err());
+    let ok = Tensor::new(&[0u32, 3], &Device::Cpu).unwrap();
+    assert!(logprob_stats(&z, &ok, 0.0).is_err());
+}
+
+#[test]
+fn rms_norm_matches_composite() {
+    check(
+        &|i| rms_norm(&i[0], &i[1], 1e-5),
+        &|i| reference::rms_norm(&i[0], &i[1], 1e-5),
+        &[randn(&[2, 3, 40]), randn(&[40])],
+        &[0, 1],
+        1e-5,
+    );
+    // Non-contiguous x: stored (D, N), viewed (N, D).
+    check(
+        &|i| rms_norm(&i[0].t()?, &i[1], 1e-5),
+        &|i| reference::rms_norm(&i[0].t()?, &i[1], 1e-5),
+        &[randn(&[24, 5]), randn(&[24])],
+        &[0, 1],
+        1e-5,
+    );
+}
+
+#[test]
+fn softmax_matches_composite() {
+    check(
+        &|i| softmax_last_dim(&i[0]),
+        &|i| reference::softmax_last_dim(&i[0]),
+        &[randn(&[3, 4, 19])],
+        &[0],
+        1e-5,
+    );
+    check(
+        &|i| softmax_last_dim(&i[0].t()?),
+        &|i| reference::softmax_last_dim(&i[0].t()?),
+        &[randn(&[17, 6])],
+        &[0],
+        1e-5,
+    );
+}
+
+#[test]
+fn masked_softmax_matches_composite() {
+    let mask = causal_mask(2, 7, &[0, 3]);
+    check(
+        &|i| masked_softmax(&i[0], &i[1], 0.3),
+        &|i| reference::masked_softmax(&i[0], &i[1], 0.3),
+        &[randn(&[2, 3, 7, 7]), mask.clone()],
+        &[0],
+        1e-5,
+    );
+    // A mask shared by the batch, and x as a transposed view.
+    let shared = mask.narrow(0, 1, 1).unwrap();
+    check(
+        &|i| masked_softmax(&i[0].transpose(2, 3)?, &i[1], 0.3),
+        &|i| reference::masked_softmax(&i[0].transpose(2, 3)?, &i[1], 0.3),
+        &[randn(&[2, 3, 7, 7]), shared],
+        &[0],
+        1e-5,
+    );
+}
+
+#[test]
+fn masked_softmax_fully_masked_row_is_zero() {
+    let mask = Tensor::full(f32::NEG_INFINITY, (1, 1, 1, 3), &Device::Cpu).unwrap();
+    let p = masked_softmax(&randn(&[1, 2, 1, 3]), &mask, 1.0).unwrap();
+    let v: Vec<f32> = p.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(v, [0.0; 6]);
+}
+
+#[test]
+fn rope_matches_composite() {
+    let (b, h, t, d) = (2, 3, 5, 8);
+    check(
+        &|i| rope(&i[0], &i[1], &i[2]),
+        &|i| reference::rope(&i[0], &i[1], &i[2]),
+        &[
+            randn(&[b, h, t, d]),
+            randn(&[b, t, d / 2]),
+            randn(&[b, t, d / 2]),
+        ],
+        &[0],
+        1e-5,
+    );
+    // x as the (B, T, H, D) → (B, H, T, D) transpose the attention layer produces; and the
+    // same positions for every sequence.
+    check(
+        &|i| rope(&i[0].transpose(1, 2)?, &i[1], &i[2]),
+        &|i| reference::rope(&i[0].transpose(1, 2)?, &i[1], &i[2]),
+        &[
+            randn(&[b, t, h, d]),
+            randn(&[1, t, d / 2]),
+            randn(&[1, t, d / 2]),
+        ],
+        &[0],
+        1e-5,
+    );
+    // Fully transposed x (last dim not unit-stride) takes the copying path.
+    check(
+        &|i| rope(&i[0].t()?, &i[1], &i[2]),
+        &|i| reference::rope(&i[0].t()?, &i[1], &i[2]),
+        &[
+            randn(&[b, h, d, t]),
+            randn(&[b, t, d / 2]),
+            randn(&[b, t, d / 2]),
+        ],
+        &[0],
+        1e-5,
+    );
+}
+
+#[test]
+fn swiglu_matches_composite() {
+    check(
+        &|i| swiglu(&i[0], &i[1]),
+        &|i| reference::swiglu(&i[0], &i[1]),
+        &[(randn(&[3, 50]) * 4.0).unwrap(), randn(&[3, 50])],
+        &[0, 1],
+        1e-5,
+    );
+    check(
+        &|i| swiglu(&i[0].t()?, &i[1]),
+        &|i| reference::swiglu(&i[0].t()?, &i[1]),
+        &[randn(&[7, 4]), randn(&[4, 7])],
+        &[0, 1],
+        1e-5,
+    );
+}
+
+#[test]
+fn attention_matches_composite() {
+    let mask = causal_mask(2, 6, &[0, 2]);
+    check(
+        &|i| attention(&i[0], &i[1], &i[2], &i[3], 0.35),
+        &|i| reference::attention(&i[0], &i[1], &i[2], &i[3], 0.35),
+        &[
+            randn(&[2, 4, 6, 8]),
+            randn(&[2, 2, 6, 8]),
+            randn(&[2, 2, 6, 8]),
+            mask,
+        ],
+        &[0, 1, 2],
+        1e-5,
+    );
+}
+
+/// Peak and current resident memory of this process in MB (VmHWM, VmRSS).
+fn rss_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let get = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (get("VmHWM:"), get("VmRSS:"))
+}
+
+type BoxFn = Box<dyn Fn(&[Tensor]) -> Result<Tensor>>;
+/// (name, inputs, indices of inputs to differentiate, fused, composite)
+type Case = (&'static str, Vec<Tensor>, Vec<usize>, BoxFn, BoxFn);
+
+/// Forward + backward of each op at SmolLM2-135M shapes (B 8, T 256, hidden 576, 9/3 heads of
+/// 64, ffn 1536, vocab 49152), composite vs fused; the upstream gradient is a random tensor
+/// (loss = Σ out·w), the same for both. `OPS_BENCH=<op>:<fused|composite>` runs one case so
+/// the printed peak RSS belongs to it:
+/// `for c in logprob:composite logprob:fused ...; do OPS_BENCH=$c cargo test --release --lib
+/// bench_smollm2 -- --ignored --nocapture; done`.
+#[test]
+#[ignore = "benchmark; run with --release -- --ignored --nocapture"]
+fn bench_smollm2_shapes() {
+    let only = std::env::var("OPS_BENCH").ok();
+    let (b, t, hid, h, hkv, hd, ffn, v) = (8, 256, 576, 9, 3, 64, 1536, 49152);
+    let n = b * t;
+    let dev = Device::Cpu;
+    let pad: Vec<usize> = (0..b).map(|i| i * 8).collect();
+    let targets: Vec<u32> = (0..n).map(|i| (i * 7919 % v) as u32).collect();
+    let cases: Vec<Case> = vec![
+        (
+            "logprob",
+            vec![
+                (randn(&[n, v]) * 2.0).unwrap(),
+                Tensor::from_vec(targets, n, &dev).unwrap(),
+            ],
+            vec![0],
+            Box::new(|i| lp_stack(logprob_stats(&i[0], &i[1], 1.0)?)),
+            Box::new(|i| lp_stack(reference::logprob_stats(&i[0], &i[1], 1.0)?)),
+        ),
+        (
+            "rms_norm",
+            vec![randn(&[b, t, hid]), randn(&[hid])],
+            vec![0, 1],
+            Box::new(|i| rms_norm(&i[0], &i[1], 1e-5)),
+            Box::new(|i| reference::rms_norm(&i[0], &i[1], 1e-5)),
+        ),
+        (
+            "rope",
+            vec![
+                randn(&[b, t, h, hd]),
+                randn(&[b, t, hd / 2]),
+                randn(&[b, t, hd / 2]),
+            ],
+            vec![0],
+            Box::new(|i| rope(&i[0].transpose(1, 2)?, &i[1], &i[2])),
+            Box::new(|i| reference::rope(&i[0].transpose(1, 2)?, &i[1], &i[2])),
+        ),
+        (
+            "softmax",
+            vec![randn(&[b, h, t, t])],
+            vec![0],
+            Box::new(|i| softmax_last_dim(&i[0])),
+            Box::new(|i| reference::softmax_last_dim(&i[0])),
+        ),
+        (
+            "attention",
+            vec![
+                randn(&[b, h, t, hd]),
+                randn(&[b, hkv, t, hd]),
+                randn(&[b, hkv, t, hd]),
+                causal_mask(b, t, &pad),
+            ],
+            vec![0, 1, 2],
+            Box::new(|i| attention(&i[0], &i[1], &i[2], &i[3], 0.125)),
+            Box::new(|i| reference::attention(&i[0], &i[1], &i[2], &i[3], 0.125)),
+        ),
+        (
+            "swiglu",
+            vec![randn(&[b, t, ffn]), randn(&[b, t, ffn])],
+            vec![0, 1],
+            Box::new(|i| swiglu(&i[0], &i[1])),
+            Box::new(|i| reference::swiglu(&i[0], &i[1])),
+        ),
+    ];
+    if only.as_deref().is_none_or(|o| o == "harness") {
+        // What the harness itself costs: loss = Σ x·w on a variable x, no op in between.
+        for shape in [vec![b, t, hid], vec![b, t, ffn], vec![b, h, t, t]] {
+            let x = Var::from_tensor(&randn(&shape)).unwrap();
+            let w = randn(&shape);
+            let mut times = vec![];
+            for _ in 0..4 {
+                let start = std::time::Instant::now();
+                let out = (x.as_tensor() * &w).unwrap().sum_all().unwrap();
+                drop(out.backward().unwrap());
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            println!("harness {shape:?}: Σx·w fwd+bwd {:.1} ms", times[1]);
+        }
+    }
+    for (name, inputs, diff, fused, composite) in &cases {
+        for (variant, f) in [("composite", composite), ("fused", fused)] {
+            let label = format!("{name}:{variant}");
+            if only.as_ref().is_some_and(|o| *o != label) {
+                continue;
+            }
+            let vars: Vec<Tensor> = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, x)| match diff.contains(&i) {
+                    true => Var::from_tensor(x).unwrap().as_tensor().clone(),
+                    false => x.clone(),
+                })
+                .collect();
+            let w = randn(f(&vars).unwrap().dims());
+            let (_, rss0) = rss_mb();
+            let (mut fwd, mut bwd, mut held) = (vec![], vec![], 0f64);
+            for _ in 0..4 {
+                let start = std::time::Instant::now();
+                let out = f(&vars).unwrap();
+                fwd.push(start.elapsed().as_secs_f64() * 1e3);
+                held = rss_mb().1 - rss0;
+                let start = std::time::Instant::now();
+                let grads = (out * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                bwd.push(start.elapsed().as_secs_f64() * 1e3);
+                drop(grads);
+            }
+            // Drop the first (warm-up) iteration; report the median of the rest.
+            let med = |v: &mut Vec<f64>| {
+                v.remove(0);
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            println!(
+                "{label:22} fwd {:8.1} ms  bwd {:8.1} ms  graph held after fwd {:7.0} MB  peak RSS {:7.0} MB",
+                med(&mut fwd),
+                med(&mut bwd),
+                held,
+                rss_mb().0
+            );
+        }
+    }
+}
