@@ -307,9 +307,15 @@ fn rl_step(
                     .collect()
             })
             .collect();
-        let correct: Vec<bool> = scores.iter().map(|s| s.correct).collect();
+        let outcomes: Vec<crate::explore::Outcome> = scores
+            .iter()
+            .map(|s| crate::explore::Outcome {
+                correct: s.correct,
+                answered: s.answer.is_some(),
+            })
+            .collect();
         explore_metrics = e
-            .apply(&seqs, &correct, &mut advantages, g, step - 1)?
+            .apply(&seqs, &outcomes, &mut advantages, g, step - 1)?
             .metrics();
     }
     let prompt_arcs: Vec<_> = prompts.into_iter().map(std::sync::Arc::new).collect();

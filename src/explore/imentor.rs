@@ -13,7 +13,9 @@
 //!    (the official code divides by zero there), times `decay / (decay + step)` (official
 //!    `α / (γ_0 + k·t)` with `[α, γ_0, k] = [40, 40, 1]`), and kept only for incorrect samples
 //!    unless `bonus_to = "all"`. The caller decides what "correct" means; the official rule is
-//!    `score < 1.0` is incorrect, so a format-only 0.1 counts as incorrect.
+//!    `score < 1.0` is incorrect, so a format-only 0.1 counts as incorrect, and a malformed
+//!    completion can earn a bonus of up to `max_bonus`, five times Countdown's format score.
+//!    `bonus_to = "incorrect_answered"` gives it only to wrong answers the verifier could read.
 //! 3. **Integration after the group normalization**, as the official code does, so the extrinsic
 //!    advantages keep their distribution; groups that are all wrong (advantage 0) still get a signal.
 //!    - `additive`: `A_i += b_i`. This can turn a wrong sample's advantage positive: with G = 5
@@ -82,10 +84,21 @@ pub enum Integration {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BonusTo {
-    /// Only incorrect answers (official).
+    /// Only incorrect answers (official), malformed ones included.
     #[default]
     Incorrect,
+    /// Only incorrect answers the verifier could read (it extracted an answer): exploring among
+    /// real attempts without paying a malformed completion more than a format score would.
+    IncorrectAnswered,
     All,
+}
+
+/// What the verifier said of one sample, as far as the bonus cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub correct: bool,
+    /// An answer was extracted (right or wrong): the completion followed the format.
+    pub answered: bool,
 }
 
 /// The `[exploration]` table with `name = "imentor"`. Defaults follow the official code where it
@@ -437,22 +450,22 @@ impl Imentor {
 
     /// Adds the exploration bonus to `adv` and trains the predictor on the batch.
     ///
-    /// `sequences`: prompt+completion token ids per sample, without padding; `correct`: per
+    /// `sequences`: prompt+completion token ids per sample, without padding; `outcomes`: per
     /// sample; `adv`: advantages after the group normalization (or ROVER's centered rewards), laid
     /// out group by group with `group_size` samples per group; `step`: the training step (0 first).
     pub fn apply(
         &mut self,
         sequences: &[Vec<u32>],
-        correct: &[bool],
+        outcomes: &[Outcome],
         adv: &mut [f32],
         group_size: usize,
         step: u64,
     ) -> anyhow::Result<ImentorStats> {
         let n = sequences.len();
         ensure!(
-            correct.len() == n && adv.len() == n,
-            "i-MENTOR got {n} sequences, {} correctness flags and {} advantages",
-            correct.len(),
+            outcomes.len() == n && adv.len() == n,
+            "i-MENTOR got {n} sequences, {} outcomes and {} advantages",
+            outcomes.len(),
             adv.len()
         );
         ensure!(
@@ -480,13 +493,22 @@ impl Imentor {
         let scale = bonus_scale as f32;
         let bonus: Vec<f32> = normalize(&errors, self.cfg.max_bonus)
             .into_iter()
-            .zip(correct)
-            .map(|(b, &c)| match (self.cfg.bonus_to, c) {
-                (BonusTo::Incorrect, true) => 0.0,
-                _ => b * scale,
+            .zip(outcomes)
+            .map(|(b, o)| {
+                let eligible = match self.cfg.bonus_to {
+                    BonusTo::Incorrect => !o.correct,
+                    BonusTo::IncorrectAnswered => !o.correct && o.answered,
+                    BonusTo::All => true,
+                };
+                if eligible {
+                    b * scale
+                } else {
+                    0.0
+                }
             })
             .collect();
-        let added = integrate(adv, &bonus, correct, group_size, self.cfg.integration);
+        let correct: Vec<bool> = outcomes.iter().map(|o| o.correct).collect();
+        let added = integrate(adv, &bonus, &correct, group_size, self.cfg.integration);
 
         // Train on the whole batch, all samples.
         let mut loss = err.mean_all()?;
@@ -650,6 +672,17 @@ mod tests {
         }
     }
 
+    /// Outcomes with an answer extracted from every sample.
+    fn outcomes(correct: &[bool]) -> Vec<Outcome> {
+        correct
+            .iter()
+            .map(|&correct| Outcome {
+                correct,
+                answered: true,
+            })
+            .collect()
+    }
+
     fn mean(x: &[f32]) -> f32 {
         x.iter().sum::<f32>() / x.len() as f32
     }
@@ -662,7 +695,8 @@ mod tests {
         let (seen0, novel0) = (im.errors(&seen).unwrap(), im.errors(&novel).unwrap());
         let wrong = vec![false; 8];
         for step in 0..100 {
-            im.apply(&seen, &wrong, &mut [0.0; 8], 4, step).unwrap();
+            im.apply(&seen, &outcomes(&wrong), &mut [0.0; 8], 4, step)
+                .unwrap();
         }
         let (seen1, novel1) = (im.errors(&seen).unwrap(), im.errors(&novel).unwrap());
         assert!(mean(&seen1) < 0.05 * mean(&seen0), "{seen0:?} -> {seen1:?}");
@@ -676,7 +710,7 @@ mod tests {
         // In a mixed batch every novel sample outranks every repeated one.
         let mixed: Vec<Vec<u32>> = seen[..4].iter().chain(&novel[..4]).cloned().collect();
         let mut adv = [0f32; 8];
-        im.apply(&mixed, &wrong, &mut adv, 4, 0).unwrap();
+        im.apply(&mixed, &outcomes(&wrong), &mut adv, 4, 0).unwrap();
         let worst_novel = adv[4..].iter().fold(f32::INFINITY, |m, &a| m.min(a));
         assert!(adv[..4].iter().all(|&a| a < worst_novel), "{adv:?}");
     }
@@ -722,7 +756,9 @@ mod tests {
         let mut im = Imentor::new(&ImentorConfig::default(), 3).unwrap();
         let s = seqs(4, 4, 30);
         let mut adv = [0f32; 4];
-        let st = im.apply(&s, &[false; 4], &mut adv, 4, 40).unwrap();
+        let st = im
+            .apply(&s, &outcomes(&[false; 4]), &mut adv, 4, 40)
+            .unwrap();
         assert!((st.bonus_max - 0.25).abs() < 1e-6, "{st:?}");
         assert_eq!(st.bonus_scale, 0.5);
     }
@@ -734,7 +770,7 @@ mod tests {
         let before = group_advantages(&[1., 0., 0., 1., 0., 0.], 3, ScaleRewards::Group);
         let mut im = Imentor::new(&ImentorConfig::default(), 9).unwrap();
         let mut adv = before.clone();
-        let st = im.apply(&s, &correct, &mut adv, 3, 0).unwrap();
+        let st = im.apply(&s, &outcomes(&correct), &mut adv, 3, 0).unwrap();
         for i in [0, 3] {
             assert_eq!(adv[i], before[i]);
         }
@@ -749,10 +785,45 @@ mod tests {
         };
         let mut im = Imentor::new(&cfg, 9).unwrap();
         let mut adv_all = before.clone();
-        im.apply(&s, &correct, &mut adv_all, 3, 0).unwrap();
+        im.apply(&s, &outcomes(&correct), &mut adv_all, 3, 0)
+            .unwrap();
         // Same errors (same seed), so the incorrect samples get the same bonus either way.
         assert_eq!(adv_all[1], adv[1]);
         assert!((0..6).any(|i| correct[i] && adv_all[i] > before[i]));
+    }
+
+    #[test]
+    fn incorrect_answered_skips_malformed_completions() {
+        let s = seqs(6, 6, 40);
+        let outs: Vec<Outcome> = [(true, true), (false, true), (false, false)]
+            .iter()
+            .cycle()
+            .take(6)
+            .map(|&(correct, answered)| Outcome { correct, answered })
+            .collect();
+        let before = group_advantages(&[1., 0.1, 0., 1., 0.1, 0.], 3, ScaleRewards::Group);
+        let run = |bonus_to| {
+            let cfg = ImentorConfig {
+                bonus_to,
+                ..ImentorConfig::default()
+            };
+            let mut adv = before.clone();
+            Imentor::new(&cfg, 4)
+                .unwrap()
+                .apply(&s, &outs, &mut adv, 3, 0)
+                .unwrap();
+            adv
+        };
+        let (official, answered) = (run(BonusTo::Incorrect), run(BonusTo::IncorrectAnswered));
+        for i in 0..6 {
+            match (outs[i].correct, outs[i].answered) {
+                (true, _) => assert_eq!(answered[i], before[i]),
+                // Same seed, same errors: the wrong-but-answered get what the official rule gives.
+                (false, true) => assert_eq!(answered[i], official[i]),
+                (false, false) => assert_eq!(answered[i], before[i]),
+            }
+        }
+        assert!((0..6).any(|i| !outs[i].answered && official[i] > before[i]));
     }
 
     #[test]
@@ -843,7 +914,8 @@ mod tests {
         let (a, b) = (seqs(20, 6, 50), seqs(21, 6, 50));
         let correct = [false, true, false, false, false, true];
         let mut run = Imentor::new(&cfg, 42).unwrap();
-        run.apply(&a, &correct, &mut [0.0; 6], 3, 0).unwrap();
+        run.apply(&a, &outcomes(&correct), &mut [0.0; 6], 3, 0)
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         run.save(dir.path()).unwrap();
 
@@ -851,8 +923,12 @@ mod tests {
         resumed.load(dir.path()).unwrap();
         assert_eq!(resumed.updates(), 1);
         let (mut adv_run, mut adv_res) = ([0.1f32; 6], [0.1f32; 6]);
-        let st_run = run.apply(&b, &correct, &mut adv_run, 3, 1).unwrap();
-        let st_res = resumed.apply(&b, &correct, &mut adv_res, 3, 1).unwrap();
+        let st_run = run
+            .apply(&b, &outcomes(&correct), &mut adv_run, 3, 1)
+            .unwrap();
+        let st_res = resumed
+            .apply(&b, &outcomes(&correct), &mut adv_res, 3, 1)
+            .unwrap();
         assert_eq!(st_run, st_res);
         assert_eq!(adv_run, adv_res);
         assert_eq!(run.errors(&a).unwrap(), resumed.errors(&a).unwrap());
@@ -871,14 +947,14 @@ mod tests {
     #[test]
     fn apply_checks_lengths_and_handles_an_empty_batch() {
         let mut im = Imentor::new(&ImentorConfig::default(), 1).unwrap();
-        let st = im.apply(&[], &[], &mut [], 5, 0).unwrap();
+        let st = im.apply(&[], &outcomes(&[]), &mut [], 5, 0).unwrap();
         assert_eq!(st.bonus_share, 0.0);
         assert_eq!(im.updates(), 0);
         assert!(im
-            .apply(&seqs(1, 3, 5), &[false; 3], &mut [0.0; 3], 2, 0)
+            .apply(&seqs(1, 3, 5), &outcomes(&[false; 3]), &mut [0.0; 3], 2, 0)
             .is_err());
         assert!(im
-            .apply(&seqs(1, 2, 5), &[false; 3], &mut [0.0; 2], 2, 0)
+            .apply(&seqs(1, 2, 5), &outcomes(&[false; 3]), &mut [0.0; 2], 2, 0)
             .is_err());
     }
 

@@ -16,7 +16,7 @@ pub mod imentor;
 use serde::{Deserialize, Serialize};
 
 pub use features::NgramProjection;
-pub use imentor::{BonusTo, Imentor, ImentorConfig, ImentorStats, Integration};
+pub use imentor::{BonusTo, Imentor, ImentorConfig, ImentorStats, Integration, Outcome};
 
 /// The `[exploration]` table of a recipe (absent = no exploration bonus).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,6 +69,14 @@ mod tests {
             (c.max_bonus, c.integration, c.bonus_to),
             (0.3, Integration::Bounded, BonusTo::All)
         );
+        let r: Recipe = toml::from_str(
+            "[exploration]\nname = \"imentor\"\nbonus_to = \"incorrect_answered\"\n",
+        )
+        .unwrap();
+        let Some(ExplorationConfig::Imentor(c)) = r.exploration else {
+            panic!()
+        };
+        assert_eq!(c.bonus_to, BonusTo::IncorrectAnswered);
         let e = toml::from_str::<Recipe>("[exploration]\nname = \"imentor\"\nmax_bonu = 0.3\n")
             .unwrap_err();
         assert!(e.to_string().contains("max_bonus"), "{e}");
