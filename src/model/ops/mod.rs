@@ -15,6 +15,7 @@
 //! attention; each backward derives its formula in a comment and is checked in the tests against
 //! the composite version's autograd and against f64 central finite differences.
 
+mod decode_attention_op;
 mod logprob_op;
 pub mod reference;
 mod rms_norm_op;
@@ -149,6 +150,11 @@ pub fn logprob_stats(logits: &Tensor, targets: &Tensor, temperature: f64) -> Res
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
     let (_, hkv, s, _) = k.dims4()?;
+    // Decode (one query per row, nothing to differentiate): one fused pass over the cache.
+    let tracked = q.track_op() || k.track_op() || v.track_op();
+    if t == 1 && !tracked && fused_ok(&[q, k, v, mask]) && mask.dims() == [b, 1, 1, s] {
+        return decode_attention_op::decode_attention(q, k, v, mask, scale);
+    }
     let group = h / hkv;
     // Fold the query-head group into the time axis so each kv head is used once, without copies of k/v.
     let q = q.reshape((b, hkv, group * t, d))?; // (B, Hkv, G*T, D)

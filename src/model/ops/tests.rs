@@ -361,6 +361,42 @@ fn attention_matches_composite() {
     );
 }
 
+#[test]
+fn decode_attention_reads_the_cache_in_place_and_matches_composite() {
+    // One query per row against a narrow window of a larger cache buffer, as in generation:
+    // (B, Hkv, cap, D) buffers viewed as (B, Hkv, S, D); groups of 3 and 1 query heads.
+    for (h, hkv) in [(6, 2), (2, 2)] {
+        let (b, cap, s, d) = (3, 11, 7, 24);
+        let kbuf = randn(&[b, hkv, cap, d]);
+        let vbuf = randn(&[b, hkv, cap, d]);
+        let (k, v) = (kbuf.narrow(2, 0, s).unwrap(), vbuf.narrow(2, 0, s).unwrap());
+        assert!(!k.is_contiguous());
+        let q = randn(&[b, h, 1, d]);
+        // Left padding and a hole differ per row; the last slot (the new token) is always live.
+        let mut m = vec![0f32; b * s];
+        for (r, row) in m.chunks_mut(s).enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                if j < r || j == 4 && r == 1 {
+                    *x = crate::model::decoder::MASKED;
+                }
+            }
+        }
+        let mask = Tensor::from_vec(m, (b, 1, 1, s), &Device::Cpu).unwrap();
+        let fused = attention(&q, &k, &v, &mask, 0.2).unwrap();
+        let composite = reference::attention(&q, &k, &v, &mask, 0.2).unwrap();
+        assert_eq!(fused.dims(), [b, h, 1, d]);
+        let diff = max_diff(&fused, &composite);
+        assert!(diff <= 2e-6, "h={h} hkv={hkv}: {diff}");
+    }
+    // With a tracked input the differentiable path runs (the fused one has no backward).
+    let q = Var::from_tensor(&randn(&[1, 2, 1, 4])).unwrap();
+    let (k, v) = (randn(&[1, 1, 3, 4]), randn(&[1, 1, 3, 4]));
+    let mask = Tensor::zeros((1, 1, 1, 3), DType::F32, &Device::Cpu).unwrap();
+    let out = attention(q.as_tensor(), &k, &v, &mask, 0.5).unwrap();
+    let grads = out.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(q.as_tensor()).is_some());
+}
+
 /// Peak and current resident memory of this process in MB (VmHWM, VmRSS).
 fn rss_mb() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
