@@ -22,22 +22,22 @@ fn with_strided<R>(t: &Tensor, f: impl FnOnce(&[f32], usize, &[usize]) -> Result
     }
 }
 
+/// One (row, kv head). `q`: the group's query heads (contiguous); key/value row j at
+/// `k[j·ks..]` / `v[j·vs..]`; `mask`: additive, one per key.
+struct Pair<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    ks: usize,
+    v: &'a [f32],
+    vs: usize,
+    mask: &'a [f32],
+}
+
 simd_fn! {
-    /// One (row, kv head). `q`: the group's G query heads (G·D contiguous, head size `d`); key/value row j at
-    /// `k[j·ks..]` / `v[j·vs..]`; `mask`: additive, one per key. `out` (G·D) gets
-    /// softmax(q·kᵀ·scale + mask)·V per head; `scores` is scratch of at least S.
-    fn attend_pair(
-        q: &[f32],
-        k: &[f32],
-        ks: usize,
-        v: &[f32],
-        vs: usize,
-        mask: &[f32],
-        scale: f32,
-        d: usize,
-        scores: &mut [f32],
-        out: &mut [f32],
-    ) {
+    /// `out` (G·D) gets softmax(q·kᵀ·scale + mask)·V for each of the pair's G query heads of
+    /// size `d`; `scores` is scratch of at least S.
+    fn attend_pair(p: &Pair<'_>, scale: f32, d: usize, scores: &mut [f32], out: &mut [f32]) {
+        let Pair { q, k, ks, v, vs, mask } = *p;
         let s = mask.len();
         let heads = q.len() / d;
         let sc = &mut scores[..s];
@@ -114,18 +114,15 @@ pub(super) fn decode_attention(
                             let qs = qo + pair * g * d; // heads kh·G.. of row bi are contiguous
                             let kb = ko + bi * kst[0] + kh * kst[1];
                             let vb = vo + bi * vst[0] + kh * vst[1];
-                            attend_pair(
-                                &qd[qs..qs + g * d],
-                                &kd[kb..],
-                                kst[2],
-                                &vd[vb..],
-                                vst[2],
-                                &md[mo + bi * s..mo + (bi + 1) * s],
-                                scale as f32,
-                                d,
-                                scores,
-                                o,
-                            );
+                            let pair = Pair {
+                                q: &qd[qs..qs + g * d],
+                                k: &kd[kb..],
+                                ks: kst[2],
+                                v: &vd[vb..],
+                                vs: vst[2],
+                                mask: &md[mo + bi * s..mo + (bi + 1) * s],
+                            };
+                            attend_pair(&pair, scale as f32, d, scores, o);
                         },
                     );
                     Ok(())
