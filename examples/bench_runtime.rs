@@ -8,6 +8,14 @@
 //!   (`min_new_tokens` = `max_new_tokens` masks EOS, as on the transformers side). One short
 //!   warm-up generation, then `--iters` timed ones; tokens/s = batch × new tokens / median time
 //!   (prefill included, as in `generate()` on the peer side).
+//!   With `--profile`, the decoder also records the wall time of its phases (the layers'
+//!   projections, attention and KV-cache appends within decode steps, the prefill, the LM head),
+//!   reported per decode step in `profile` next to what is spent outside the model (sampling,
+//!   logits to host, positions, dropping rows) and a separate timing of the sampling alone;
+//!   without it the decoder reads no clock.
+//! - `bandwidth`: the machine's memory bandwidth by a plain parallel copy (and a read-only sum)
+//!   of 256 MiB buffers, best of 5, and the batch-1 decode limit it implies for streaming the
+//!   model's f32 weights once per token.
 //! - `train`: rows of token ids from `--ids` (one row per line, space-separated, T+1 ids each);
 //!   mean next-token NLL over all T positions of every row, then `.backward()`. One warm-up step,
 //!   then `--iters` timed ones; the median is reported.
@@ -23,18 +31,23 @@
 //! Usage: cargo run --release --example bench_runtime -- --model M.gguf --mode generate --batch 8
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::{Parser, ValueEnum};
-use llmrl::generate::{self, SamplingConfig};
+use llmrl::generate::{self, sampling, SamplingConfig};
+use llmrl::model::decoder::{Phase, PhaseTimes};
 use llmrl::model::{self, ops, Decoder, Message, Mode, ModelSource, Positions};
+use rand::SeedableRng;
+use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum BenchMode {
     Generate,
     Train,
+    Bandwidth,
 }
 
 #[derive(Parser, Debug)]
@@ -61,6 +74,9 @@ struct Args {
     /// Timed iterations after the warm-up.
     #[arg(long, default_value_t = 3)]
     iters: usize,
+    /// `generate`: record per-phase times of the decoder (see the module docs).
+    #[arg(long)]
+    profile: bool,
     /// `cpu` (f32) or `cuda:N` (bf16; needs a `--features cuda` build).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -96,6 +112,7 @@ fn main() -> Result<()> {
     let mut out = match a.mode {
         BenchMode::Generate => bench_generate(&a, &m, &device)?,
         BenchMode::Train => bench_train(&a, &m, &device)?,
+        BenchMode::Bandwidth => bench_bandwidth(&m),
     };
     let extra = serde_json::json!({
         "side": "llmrl",
@@ -122,7 +139,11 @@ fn bench_generate(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<s
     let ids = m.tokenizer.encode(&text, false)?;
     let prompts = vec![ids.clone(); a.batch];
     let seeds = vec![vec![0u64]; a.batch];
-    let dec = Decoder::new(&m.config, &m.params, Mode::Infer)?;
+    let times = Arc::new(PhaseTimes::default());
+    let mut dec = Decoder::new(&m.config, &m.params, Mode::Infer)?;
+    if a.profile {
+        dec = dec.with_profile(times.clone());
+    }
     let cfg = |n: usize| SamplingConfig {
         temperature: 0.0,
         max_new_tokens: n,
@@ -139,7 +160,8 @@ fn bench_generate(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<s
         &cfg(a.new_tokens.min(8)),
         device,
     )?;
-    let mut times = Vec::with_capacity(a.iters);
+    times.reset();
+    let mut secs_each = Vec::with_capacity(a.iters);
     let mut first_ids = Vec::new();
     for _ in 0..a.iters {
         let t0 = Instant::now();
@@ -151,7 +173,7 @@ fn bench_generate(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<s
             &cfg(a.new_tokens),
             device,
         )?;
-        times.push(t0.elapsed().as_secs_f64());
+        secs_each.push(t0.elapsed().as_secs_f64());
         if let Some(bad) = outs.iter().find(|o| o.token_ids.len() != a.new_tokens) {
             bail!(
                 "a row produced {} tokens instead of {}",
@@ -161,17 +183,124 @@ fn bench_generate(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<s
         }
         first_ids = outs[0].token_ids.clone();
     }
-    let secs = median(times.clone());
+    let secs = median(secs_each.clone());
+    let profile = if a.profile {
+        let total: f64 = secs_each.iter().sum();
+        profile_json(&times, total, sampling_ms(&dec, &ids, a.batch, device)?)
+    } else {
+        serde_json::Value::Null
+    };
     Ok(serde_json::json!({
         "mode": "generate",
         "batch": a.batch,
         "prompt_tokens": ids.len(),
         "new_tokens": a.new_tokens,
-        "times_s": times,
+        "times_s": secs_each,
         "median_s": secs,
         "tokens_per_s": (a.batch * a.new_tokens) as f64 / secs,
         "first_ids": first_ids.iter().take(16).collect::<Vec<_>>(),
+        "profile": profile,
     }))
+}
+
+/// Per decode step milliseconds of each phase over all timed iterations (`total_s` of them).
+fn profile_json(t: &PhaseTimes, total_s: f64, sampling_ms: f64) -> serde_json::Value {
+    let steps = t.decode_steps().max(1) as f64;
+    let ms = |s: f64| s * 1e3 / steps;
+    let fwd = t.seconds(Phase::DecodeForward);
+    let (mm, att, cache) = (
+        t.seconds(Phase::Matmul),
+        t.seconds(Phase::Attention),
+        t.seconds(Phase::Cache),
+    );
+    let model = fwd + t.seconds(Phase::Prefill) + t.seconds(Phase::LmHead);
+    serde_json::json!({
+        "decode_steps": t.decode_steps(),
+        "per_step_ms": {
+            "layers_matmul": ms(mm),
+            "attention": ms(att),
+            "cache_append": ms(cache),
+            "layers_other": ms(fwd - mm - att - cache),
+            "lm_head": ms(t.seconds(Phase::LmHead)),
+            "outside_model": ms(total_s - model),
+            "sampling_alone": sampling_ms,
+        },
+        "prefill_s_total": t.seconds(Phase::Prefill),
+        "total_s": total_s,
+    })
+}
+
+/// Milliseconds for one decode step's sampling of `batch` rows (greedy with statistics, rows in
+/// parallel as in `generate`), on real logits of the prompt.
+fn sampling_ms(dec: &Decoder, ids: &[u32], batch: usize, device: &Device) -> Result<f64> {
+    let row: Vec<f32> = model::decoder::logits_of(dec, ids, device)?
+        .get(ids.len() - 1)?
+        .to_vec1()?;
+    let rows = vec![row; batch];
+    let cfg = SamplingConfig {
+        temperature: 0.0,
+        ..SamplingConfig::default()
+    };
+    let reps = 8;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        let _: Vec<u32> = rows
+            .par_iter()
+            .map(|lg| {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+                sampling::sample_with_stats(lg, &cfg, &mut rng).id
+            })
+            .collect();
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e3 / reps as f64)
+}
+
+/// Copy and read bandwidth (GB/s, best of 5 over 256 MiB buffers, rayon over 1 MiB chunks) and
+/// the batch-1 tok/s limit of streaming the model's weights once per token at each.
+fn bench_bandwidth(m: &model::LoadedModel) -> serde_json::Value {
+    let n = 64 << 20; // f32s: 256 MiB
+    let src: Vec<f32> = (0..n).into_par_iter().map(|i| i as f32).collect();
+    let mut dst = vec![0f32; n];
+    dst.par_chunks_mut(1 << 18).for_each(|c| c.fill(1.0)); // first touch
+    let chunk = 1 << 18; // 1 MiB of f32
+    let (mut copy, mut read) = (f64::INFINITY, f64::INFINITY);
+    let mut sink = 0f32;
+    for _ in 0..5 {
+        let t = Instant::now();
+        dst.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        copy = copy.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        sink += src
+            .par_chunks(chunk)
+            .map(|c| {
+                // Independent lanes, so the sum vectorizes and the loads are the bound.
+                let lanes = c.chunks_exact(16).fold([0f32; 16], |mut a, x| {
+                    for i in 0..16 {
+                        a[i] += x[i];
+                    }
+                    a
+                });
+                lanes.iter().sum::<f32>()
+            })
+            .sum::<f32>();
+        read = read.min(t.elapsed().as_secs_f64());
+    }
+    let bytes = (n * 4) as f64;
+    let weight_bytes = (m.params.num_elements() * 4) as f64;
+    let (copy_gbps, read_gbps) = (2.0 * bytes / copy / 1e9, bytes / read / 1e9);
+    serde_json::json!({
+        "mode": "bandwidth",
+        "buffer_mib": bytes / (1 << 20) as f64,
+        // Bytes read plus bytes written per second.
+        "copy_gbps": copy_gbps,
+        "read_gbps": read_gbps,
+        "weights_mb": weight_bytes / 1e6,
+        "batch1_limit_tok_s_copy": copy_gbps * 1e9 / weight_bytes,
+        "batch1_limit_tok_s_read": read_gbps * 1e9 / weight_bytes,
+        "checksum": sink,
+    })
 }
 
 fn read_rows(path: &PathBuf) -> Result<Vec<Vec<u32>>> {

@@ -7,6 +7,10 @@
 //! logits) for every position, uses only ops with a backward (`ops.rs`), takes per-row positions and
 //! an attention mask so padded batches are exact, and keeps the KV cache outside the model.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::config::ModelConfig;
@@ -23,15 +27,94 @@ pub enum Mode {
     Infer,
 }
 
+/// What a profiled forward's wall time is split into (see [`PhaseTimes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Whole decode-step forwards (one new slot per row), embedding to final norm.
+    DecodeForward,
+    /// The layers' projections (q, k, v, o, gate, up, down) within decode steps.
+    Matmul,
+    /// Attention within decode steps.
+    Attention,
+    /// KV cache appends within decode steps.
+    Cache,
+    /// Whole forwards of several slots per row (prefill; not split further).
+    Prefill,
+    /// The LM head (every `logits` call).
+    LmHead,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::DecodeForward,
+        Phase::Matmul,
+        Phase::Attention,
+        Phase::Cache,
+        Phase::Prefill,
+        Phase::LmHead,
+    ];
+}
+
+/// Accumulated wall time per [`Phase`] and the number of decode steps, for benchmarks. A decoder
+/// reads no clock unless built with [`Decoder::with_profile`]; CPU ops are synchronous, so the
+/// times are the ops' (on CUDA they would be launch times).
+#[derive(Debug, Default)]
+pub struct PhaseTimes {
+    nanos: [AtomicU64; 6],
+    decode_steps: AtomicU64,
+}
+
+impl PhaseTimes {
+    /// Seconds spent in `phase` so far.
+    pub fn seconds(&self, phase: Phase) -> f64 {
+        self.nanos[phase as usize].load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    pub fn decode_steps(&self) -> u64 {
+        self.decode_steps.load(Ordering::Relaxed)
+    }
+
+    pub fn reset(&self) {
+        for n in &self.nanos {
+            n.store(0, Ordering::Relaxed);
+        }
+        self.decode_steps.store(0, Ordering::Relaxed);
+    }
+
+    fn add(&self, phase: Phase, since: Instant) {
+        let ns = since.elapsed().as_nanos() as u64;
+        self.nanos[phase as usize].fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+/// Runs `f`, adding its wall time to `phase` when profiling.
+#[inline(always)]
+fn timed<R>(prof: Option<&PhaseTimes>, phase: Phase, f: impl FnOnce() -> R) -> R {
+    match prof {
+        None => f(),
+        Some(p) => {
+            let t0 = Instant::now();
+            let r = f();
+            p.add(phase, t0);
+            r
+        }
+    }
+}
+
 struct Linear {
     w: Tensor,         // (out, in)
     b: Option<Tensor>, // (out,)
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // x: (N, in) → (N, out). 2-D matmuls: broadcast_matmul costs more here (feasibility.md).
-        let y = x.matmul(&self.w.t()?)?;
+    fn forward(&self, x: &Tensor, prof: Option<&PhaseTimes>) -> Result<Tensor> {
+        timed(prof, Phase::Matmul, || self.forward_untimed(x))
+    }
+
+    fn forward_untimed(&self, x: &Tensor) -> Result<Tensor> {
+        // x: (N, in) → (N, out). 2-D matmuls: broadcast_matmul costs more here (feasibility.md);
+        // a few untracked rows (decode) take the kernel that streams w once for all of them.
+        let y = ops::linear(x, &self.w)?;
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -56,7 +139,12 @@ struct Layer {
 impl Layer {
     /// Normalized q, k, v of the residual rows x (N, H): (N, nh, D), (N, nkv, D), (N, nkv, D),
     /// with Qwen3's per-head q/k norm; rotary is applied by the caller, which knows the positions.
-    fn qkv(&self, x: &Tensor, cfg: &ModelConfig) -> Result<(Tensor, Tensor, Tensor)> {
+    fn qkv(
+        &self,
+        x: &Tensor,
+        cfg: &ModelConfig,
+        prof: Option<&PhaseTimes>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let n = x.dim(0)?;
         let (nh, nkv, hd) = (
             cfg.num_attention_heads,
@@ -64,9 +152,9 @@ impl Layer {
             cfg.head_dim,
         );
         let h = ops::rms_norm(x, &self.input_layernorm, cfg.rms_norm_eps)?; // (N, H)
-        let q = self.q_proj.forward(&h)?.reshape((n, nh, hd))?;
-        let k = self.k_proj.forward(&h)?.reshape((n, nkv, hd))?;
-        let v = self.v_proj.forward(&h)?.reshape((n, nkv, hd))?;
+        let q = self.q_proj.forward(&h, prof)?.reshape((n, nh, hd))?;
+        let k = self.k_proj.forward(&h, prof)?.reshape((n, nkv, hd))?;
+        let v = self.v_proj.forward(&h, prof)?.reshape((n, nkv, hd))?;
         Ok(match (&self.q_norm, &self.k_norm) {
             (Some(qn), Some(kn)) => (
                 ops::rms_norm(&q, qn, cfg.rms_norm_eps)?,
@@ -79,11 +167,20 @@ impl Layer {
 
     /// The rest of the block after attention: output projection and MLP, with their residuals.
     /// x: (N, H) residual rows, att: (N, nh*D) attention outputs of the same rows.
-    fn finish(&self, x: &Tensor, att: &Tensor, cfg: &ModelConfig) -> Result<Tensor> {
-        let x = (x + self.o_proj.forward(att)?)?;
+    fn finish(
+        &self,
+        x: &Tensor,
+        att: &Tensor,
+        cfg: &ModelConfig,
+        prof: Option<&PhaseTimes>,
+    ) -> Result<Tensor> {
+        let x = (x + self.o_proj.forward(att, prof)?)?;
         let h = ops::rms_norm(&x, &self.post_attention_layernorm, cfg.rms_norm_eps)?;
-        let mlp = ops::swiglu(&self.gate_proj.forward(&h)?, &self.up_proj.forward(&h)?)?; // (N, I)
-        x + self.down_proj.forward(&mlp)?
+        let mlp = ops::swiglu(
+            &self.gate_proj.forward(&h, prof)?,
+            &self.up_proj.forward(&h, prof)?,
+        )?; // (N, I)
+        x + self.down_proj.forward(&mlp, prof)?
     }
 }
 
@@ -139,6 +236,7 @@ pub struct Decoder {
     norm: Tensor,
     lm_head: Tensor,  // (V, H); the embedding itself when tied
     inv_freq: Tensor, // (1, 1, D/2)
+    profile: Option<Arc<PhaseTimes>>,
 }
 
 /// Per-row positions and the additive attention mask for one forward call.
@@ -281,7 +379,14 @@ impl Decoder {
             norm: get("model.norm.weight")?,
             lm_head,
             inv_freq,
+            profile: None,
         })
+    }
+
+    /// The same decoder, adding the wall time of its phases to `times` (benchmarks).
+    pub fn with_profile(mut self, times: Arc<PhaseTimes>) -> Self {
+        self.profile = Some(times);
+        self
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -299,7 +404,30 @@ impl Decoder {
         &self,
         ids: &Tensor,
         pos: &Positions,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let t = ids.dim(1)?;
+        let prof = self.profile.as_deref();
+        match prof {
+            Some(p) if t == 1 => {
+                p.decode_steps.fetch_add(1, Ordering::Relaxed);
+                timed(prof, Phase::DecodeForward, || {
+                    self.forward_hidden_in(ids, pos, cache, prof)
+                })
+            }
+            _ => timed(prof, Phase::Prefill, || {
+                self.forward_hidden_in(ids, pos, cache, None)
+            }),
+        }
+    }
+
+    /// `forward_hidden`, recording the decode step's phases into `prof`.
+    fn forward_hidden_in(
+        &self,
+        ids: &Tensor,
+        pos: &Positions,
         mut cache: Option<&mut KvCache>,
+        prof: Option<&PhaseTimes>,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let cfg = &self.cfg;
@@ -315,17 +443,20 @@ impl Decoder {
 
         let mut x = self.embed_tokens.embedding(&ids.flatten_all()?)?; // (B*T, H)
         for (li, layer) in self.layers.iter().enumerate() {
-            let (q, k, v) = layer.qkv(&x, cfg)?; // (B*T, nh, D), (B*T, nkv, D) ×2
+            let (q, k, v) = layer.qkv(&x, cfg, prof)?; // (B*T, nh, D), (B*T, nkv, D) ×2
             let q = ops::rope(&q.reshape((b, t, nh, hd))?.transpose(1, 2)?, &cos, &sin)?; // (B, nh, T, D)
             let k = ops::rope(&k.reshape((b, t, nkv, hd))?.transpose(1, 2)?, &cos, &sin)?; // (B, nkv, T, D)
             let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?; // (B, nkv, T, D)
             let (k, v) = match cache.as_deref_mut() {
-                Some(c) => c.append(li, &k, &v)?, // (B, nkv, S, D)
+                Some(c) => timed(prof, Phase::Cache, || c.append(li, &k, &v))?, // (B, nkv, S, D)
                 None => (k, v),
             };
-            let att = ops::attention(&q.contiguous()?, &k, &v, &mask, scale)?; // (B, nh, T, D)
+            let q = q.contiguous()?;
+            let att = timed(prof, Phase::Attention, || {
+                ops::attention(&q, &k, &v, &mask, scale)
+            })?; // (B, nh, T, D)
             let att = att.transpose(1, 2)?.reshape((b * t, nh * hd))?; // (B*T, nh*D)
-            x = layer.finish(&x, &att, cfg)?;
+            x = layer.finish(&x, &att, cfg, prof)?;
         }
         if let Some(c) = cache {
             c.advance(t);
@@ -383,7 +514,7 @@ impl Decoder {
         )?;
         let mut x = self.embed_tokens.embedding(&ids)?; // (U*P + B*T, H)
         for layer in &self.layers {
-            let (q, k, v) = layer.qkv(&x, cfg)?;
+            let (q, k, v) = layer.qkv(&x, cfg, None)?;
             // (N, heads, D) rows → (U, heads, P, D) prefixes and (B, heads, T, D) suffixes.
             let pre = |x: &Tensor| {
                 x.narrow(0, 0, np)?
@@ -413,7 +544,7 @@ impl Decoder {
                 ],
                 0,
             )?; // (U*P + B*T, nh*D)
-            x = layer.finish(&x, &att, cfg)?;
+            x = layer.finish(&x, &att, cfg, None)?;
         }
         ops::rms_norm(&x.narrow(0, np, ns)?, &self.norm, cfg.rms_norm_eps)?.reshape((
             b,
@@ -437,7 +568,10 @@ impl Decoder {
         let dims = hidden.dims().to_vec();
         let h = *dims.last().expect("hidden has a last dim");
         let n = hidden.elem_count() / h;
-        let logits = hidden.reshape((n, h))?.matmul(&self.lm_head.t()?)?; // (N, V)
+        let hidden = hidden.reshape((n, h))?;
+        let logits = timed(self.profile.as_deref(), Phase::LmHead, || {
+            ops::linear(&hidden, &self.lm_head)
+        })?; // (N, V)
         let mut out = dims;
         *out.last_mut().expect("non-empty") = self.cfg.vocab_size;
         logits.reshape(out)

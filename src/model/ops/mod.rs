@@ -16,6 +16,7 @@
 //! the composite version's autograd and against f64 central finite differences.
 
 mod decode_attention_op;
+mod decode_matmul;
 mod logprob_op;
 pub mod reference;
 mod rms_norm_op;
@@ -142,6 +143,34 @@ pub fn logprob_stats(logits: &Tensor, targets: &Tensor, temperature: f64) -> Res
         mean_logp: stats.get(1)?,
         entropy: stats.get(2)?,
     })
+}
+
+/// x · wᵀ for x (N, in) and a weight w (out, in) in its stored layout: (N, out).
+///
+/// With at most [`decode_matmul::MAX_ROWS`] rows and nothing tracking gradients (the decode step
+/// of generation, rollouts, evaluation), a kernel that streams each weight row once for all rows
+/// (`decode_matmul.rs`; equal to the matmul within rounding); otherwise candle's matmul.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (n, _) = x.dims2()?;
+    if n <= decode_matmul::MAX_ROWS
+        && !x.track_op()
+        && !w.track_op()
+        && fused_ok(&[x, w])
+        && w.rank() == 2
+        && w.is_contiguous()
+    {
+        return decode_matmul::decode_matmul(x, w);
+    }
+    x.matmul(&w.t()?)
+}
+
+/// The decode kernel of [`linear`] at any row count and whatever tracks gradients (no autograd:
+/// the result is a constant). For benchmarks and tests that compare it with the matmul.
+pub fn streamed_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !fused_ok(&[x, w]) {
+        bail!("streamed_linear: CPU f32 tensors only");
+    }
+    decode_matmul::decode_matmul(x, w)
 }
 
 /// Scaled dot-product attention with grouped-query heads. q: (B, H, T, D); k, v: (B, Hkv, S, D)

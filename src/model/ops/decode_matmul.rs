@@ -1,0 +1,364 @@
+//! x·wᵀ for a few rows (the decode step's projections and LM head), inference only.
+//!
+//! gemm packs its right-hand side into panels on every call. At one row candle takes a gemv-like
+//! path, but from two rows on every decode step re-packed all of SmolLM2-135M's 540 MB of f32
+//! weights (perf: 60 % of a batch-4 step in gemm's packing, under 8 % in its microkernels), so a
+//! step at batch 2 cost about five at batch 1. This kernel reads the weights in place, in their
+//! stored (out, in) layout, once per call for all rows: each weight row is a dot product with
+//! every input row, so nothing needs a decode layout at load (and a resized vocabulary needs
+//! nothing rebuilt).
+//!
+//! Blocking: rayon splits the output columns into chunks; within a chunk, a tile of 3 weight
+//! rows (at most 3 · 1536 f32 = 18 KB, so it stays in L1) meets the input rows 4 at a time (they
+//! stay in L2): 12 independent 8-lane accumulators, 3 weight vectors and 1 input vector fill the
+//! 16 ymm registers, 7 loads per 12 FMAs. One row alone is memory-bound: 8 weight rows at a time.
+//!
+//! Accumulation order (so "exact within float tolerance" is checkable): y[i][o] is, per lane
+//! l ∈ 0..8, the fused multiply-add chain over k ≡ l (mod 8) in increasing k (k < in − in % 8),
+//! then the 8 lanes summed as ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)), then the remaining in % 8
+//! products added in increasing k. gemm's order differs, so results agree with the composite
+//! matmul to rounding (≈1e-6 relative), not bitwise.
+
+use candle_core::{bail, Result, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::simd::cpu_tensor;
+
+/// The most rows this kernel takes; above it gemm's packing is amortized over enough rows.
+pub(super) const MAX_ROWS: usize = 16;
+
+/// Output columns per rayon task: 48 weight rows of 576..1536 f32 (110–300 KB, within L2); a
+/// multiple of the tile widths 3 and 8.
+const COLS_PER_TASK: usize = 48;
+
+/// Output pointer shared by tasks that write disjoint columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes only the columns of its own chunk (disjoint), and the buffer outlives
+// the parallel loop.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// y (m, n) = x (m, k) · wᵀ with w (n, k), both row-major f32 slices.
+pub(super) fn matmul_xwt(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    debug_assert_eq!(x.len(), m * k);
+    debug_assert_eq!(w.len(), n * k);
+    let mut y = vec![0f32; m * n];
+    let out = OutPtr(y.as_mut_ptr());
+    let chunks = n.div_ceil(COLS_PER_TASK);
+    (0..chunks).into_par_iter().for_each(|c| {
+        let out = out;
+        let (o0, o1) = (c * COLS_PER_TASK, ((c + 1) * COLS_PER_TASK).min(n));
+        columns(x, w, m, k, n, o0, o1, out);
+    });
+    y
+}
+
+/// Output columns o0..o1 of every row.
+#[allow(clippy::too_many_arguments)]
+fn columns(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, o0: usize, o1: usize, out: OutPtr) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the running CPU has AVX2 and FMA.
+        unsafe { avx2::columns(x, w, m, k, n, o0, o1, out) };
+        return;
+    }
+    for o in o0..o1 {
+        let wr = &w[o * k..(o + 1) * k];
+        for i in 0..m {
+            let v = portable_dot(&x[i * k..(i + 1) * k], wr);
+            // SAFETY: i < m, o < n: inside y, and column o belongs to this task only.
+            unsafe { *out.0.add(i * n + o) = v };
+        }
+    }
+}
+
+/// The same summation order as the AVX2 kernel, without SIMD (CPUs without AVX2+FMA).
+fn portable_dot(a: &[f32], b: &[f32]) -> f32 {
+    let k8 = a.len() - a.len() % 8;
+    let mut lanes = [0f32; 8];
+    for (ca, cb) in a[..k8].chunks_exact(8).zip(b[..k8].chunks_exact(8)) {
+        for l in 0..8 {
+            lanes[l] = ca[l].mul_add(cb[l], lanes[l]);
+        }
+    }
+    let mut s = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+    for (&p, &q) in a[k8..].iter().zip(&b[k8..]) {
+        s += p * q;
+    }
+    s
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::OutPtr;
+    use std::arch::x86_64::*;
+
+    /// Sum of the 8 lanes: ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)).
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); // l0+l4 ..
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s)); // (l0+l4)+(l2+l6), (l1+l5)+(l3+l7)
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0b01));
+        _mm_cvtss_f32(s)
+    }
+
+    /// R input rows (at x, stride k) against C weight rows (at w, stride k); writes y[r][c] to
+    /// out at (r0 + r, o + c) of the (m, n) output.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const C: usize>(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        n: usize,
+        r0: usize,
+        o: usize,
+        out: OutPtr,
+    ) {
+        let k8 = k - k % 8;
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let mut j = 0;
+        while j < k8 {
+            let mut wv = [_mm256_setzero_ps(); C];
+            for c in 0..C {
+                wv[c] = _mm256_loadu_ps(w.add(c * k + j));
+            }
+            if j % 16 == 0 {
+                // The next tile's rows, one cache line each: the DRAM stream keeps flowing while
+                // this tile's later row blocks run from L1 (measured 1.2–1.4× at 4–16 rows).
+                // A hint only: past the end of w it fetches nothing and cannot fault.
+                for c in 0..C {
+                    _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((C + c) * k + j) as *const i8);
+                }
+            }
+            for r in 0..R {
+                let xv = _mm256_loadu_ps(x.add(r * k + j));
+                for c in 0..C {
+                    acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+                }
+            }
+            j += 8;
+        }
+        for r in 0..R {
+            for c in 0..C {
+                let mut s = hsum(acc[r][c]);
+                for t in k8..k {
+                    s += *x.add(r * k + t) * *w.add(c * k + t);
+                }
+                *out.0.add((r0 + r) * n + o + c) = s;
+            }
+        }
+    }
+
+    /// All m rows against one tile of C weight rows, 4 rows at a time.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows<const C: usize>(
+        x: &[f32],
+        w: *const f32,
+        m: usize,
+        k: usize,
+        n: usize,
+        o: usize,
+        out: OutPtr,
+    ) {
+        let xp = x.as_ptr();
+        let mut r = 0;
+        while r + 4 <= m {
+            tile::<4, C>(xp.add(r * k), w, k, n, r, o, out);
+            r += 4;
+        }
+        match m - r {
+            3 => tile::<3, C>(xp.add(r * k), w, k, n, r, o, out),
+            2 => tile::<2, C>(xp.add(r * k), w, k, n, r, o, out),
+            1 => tile::<1, C>(xp.add(r * k), w, k, n, r, o, out),
+            _ => {}
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn columns(
+        x: &[f32],
+        w: &[f32],
+        m: usize,
+        k: usize,
+        n: usize,
+        o0: usize,
+        o1: usize,
+        out: OutPtr,
+    ) {
+        let wp = w.as_ptr();
+        let mut o = o0;
+        if m == 1 {
+            // One row: memory-bound; 8 weight rows in flight keep the loads streaming.
+            while o + 8 <= o1 {
+                tile::<1, 8>(x.as_ptr(), wp.add(o * k), k, n, 0, o, out);
+                o += 8;
+            }
+        }
+        while o + 3 <= o1 {
+            rows::<3>(x, wp.add(o * k), m, k, n, o, out);
+            o += 3;
+        }
+        while o < o1 {
+            rows::<1>(x, wp.add(o * k), m, k, n, o, out);
+            o += 1;
+        }
+    }
+}
+
+/// x (M, K) · wᵀ for w (N, K), f32 CPU tensors, any M (fast for M ≤ [`MAX_ROWS`]). Returns
+/// (M, N). No autograd.
+pub(super) fn decode_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (m, k) = x.dims2()?;
+    let (n, kw) = w.dims2()?;
+    if k != kw {
+        bail!("decode matmul: x {:?}, w {:?}", x.dims(), w.dims());
+    }
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = w.storage_and_layout();
+    let y = match (&*xs, &*ws) {
+        (Storage::Cpu(xs), Storage::Cpu(ws)) => {
+            let xd = &xs.as_slice::<f32>()?[xl.start_offset()..xl.start_offset() + m * k];
+            let wd = &ws.as_slice::<f32>()?[wl.start_offset()..wl.start_offset() + n * k];
+            matmul_xwt(xd, wd, m, k, n)
+        }
+        _ => bail!("decode matmul runs on CPU only"),
+    };
+    cpu_tensor(y, &(m, n).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Tensor};
+
+    /// f64 reference of x·wᵀ.
+    fn reference(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut y = vec![0f64; m * n];
+        for i in 0..m {
+            for o in 0..n {
+                y[i * n + o] = (0..k)
+                    .map(|j| x[i * k + j] as f64 * w[o * k + j] as f64)
+                    .sum();
+            }
+        }
+        y
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        // A small LCG: deterministic values in [-1, 1) without a test RNG dependency.
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hand_computed() {
+        // x = [[1, 2, 3], [4, 5, 6]], w = [[1, 0, -1], [0.5, 0.5, 0.5]]:
+        // y = [[1 − 3, 3], [4 − 6, 7.5]].
+        let x = [1., 2., 3., 4., 5., 6.];
+        let w = [1., 0., -1., 0.5, 0.5, 0.5];
+        assert_eq!(matmul_xwt(&x, &w, 2, 3, 2), vec![-2., 3., -2., 7.5]);
+    }
+
+    #[test]
+    fn odd_shapes_match_f64_and_portable_order() {
+        // Every row-block remainder (m mod 4), column tails (n mod 3, mod 8, task edges at 48)
+        // and k tails (k mod 8), including k < 8.
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 7, 9),
+            (1, 576, 67),
+            (2, 9, 5),
+            (3, 17, 130),
+            (4, 64, 3),
+            (5, 100, 129),
+            (7, 33, 64),
+            (6, 8, 50),
+            (16, 576, 70),
+            (15, 1537, 13),
+            (17, 24, 97),
+        ] {
+            let (x, w) = (data(m * k, 1), data(n * k, 2));
+            let y = matmul_xwt(&x, &w, m, k, n);
+            let r = reference(&x, &w, m, k, n);
+            for (i, (&a, &b)) in y.iter().zip(&r).enumerate() {
+                let tol = 1e-5 * (k as f64).sqrt().max(1.0);
+                assert!((a as f64 - b).abs() <= tol, "{m}x{k}x{n} [{i}]: {a} vs {b}");
+            }
+            // The documented order: the AVX2 kernel and the portable loop agree bitwise.
+            for i in 0..m {
+                for o in 0..n {
+                    let p = portable_dot(&x[i * k..(i + 1) * k], &w[o * k..(o + 1) * k]);
+                    assert_eq!(y[i * n + o], p, "{m}x{k}x{n} ({i}, {o})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matches_composite_matmul_on_tensors() {
+        let dev = Device::Cpu;
+        for &(m, k, n) in &[(1, 576, 192), (2, 576, 1536), (9, 1536, 576), (16, 64, 49)] {
+            let x = Tensor::randn(0f32, 1f32, (m, k), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1f32, (n, k), &dev).unwrap();
+            let fused = decode_matmul(&x, &w).unwrap();
+            let composite = x.matmul(&w.t().unwrap()).unwrap();
+            let d = (fused - composite)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d <= 1e-4, "{m}x{k}x{n}: max diff {d}");
+        }
+    }
+
+    #[test]
+    fn rejects_mismatched_shapes() {
+        let x = Tensor::zeros((2, 8), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((4, 9), DType::F32, &Device::Cpu).unwrap();
+        assert!(decode_matmul(&x, &w).is_err());
+    }
+
+    #[test]
+    fn linear_uses_the_kernel_only_without_gradients() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1f32, (3, 40), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1f32, (11, 40), &dev).unwrap();
+        let composite = x.matmul(&w.t().unwrap()).unwrap();
+        // Untracked: the kernel (bitwise its own result).
+        let y = super::super::linear(&x, &w).unwrap();
+        let k = decode_matmul(&x, &w).unwrap();
+        assert_eq!(y.to_vec2::<f32>().unwrap(), k.to_vec2::<f32>().unwrap());
+        // A trainable weight: the matmul, and the gradient reaches the weight.
+        let v = candle_core::Var::from_tensor(&w).unwrap();
+        let y = super::super::linear(&x, v.as_tensor()).unwrap();
+        assert_eq!(
+            y.to_vec2::<f32>().unwrap(),
+            composite.to_vec2::<f32>().unwrap()
+        );
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert!(g.get(v.as_tensor()).is_some());
+        // More rows than the kernel takes: the matmul.
+        let x = Tensor::randn(0f32, 1f32, (MAX_ROWS + 1, 40), &dev).unwrap();
+        let y = super::super::linear(&x, &w).unwrap();
+        let c = x.matmul(&w.t().unwrap()).unwrap();
+        assert_eq!(y.to_vec2::<f32>().unwrap(), c.to_vec2::<f32>().unwrap());
+    }
+}
