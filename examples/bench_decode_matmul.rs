@@ -12,6 +12,8 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use llmrl::model::ops;
 
+// Layer-major order (all of layer l's weights, then l + 1), as a decode step reads them.
+#[allow(clippy::needless_range_loop)]
 fn main() -> Result<()> {
     let dev = Device::Cpu;
     let rows: Vec<usize> = std::env::args()

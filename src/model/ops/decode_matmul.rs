@@ -50,6 +50,8 @@ pub(super) fn matmul_xwt(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> 
     let out = OutPtr(y.as_mut_ptr());
     let chunks = n.div_ceil(COLS_PER_TASK);
     (0..chunks).into_par_iter().for_each(|c| {
+        // Rebinding captures the whole Send wrapper, not (edition 2021) its raw pointer field.
+        #[allow(clippy::redundant_locals)]
         let out = out;
         let (o0, o1) = (c * COLS_PER_TASK, ((c + 1) * COLS_PER_TASK).min(n));
         columns(x, w, m, k, n, o0, o1, out);
@@ -94,6 +96,8 @@ fn portable_dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
+// Register tiles indexed [row][column] read clearer as index loops over their const sizes.
+#[allow(clippy::needless_range_loop)]
 mod avx2 {
     use super::OutPtr;
     use std::arch::x86_64::*;
