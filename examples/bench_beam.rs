@@ -57,7 +57,16 @@ fn main() -> Result<()> {
         max_new_tokens: 4,
         ..Default::default()
     };
-    let run = || beam_search(&dec, &m.tokenizer, &work.prompts, &cfg, Some(&trie), &Device::Cpu);
+    let run = || {
+        beam_search(
+            &dec,
+            &m.tokenizer,
+            &work.prompts,
+            &cfg,
+            Some(&trie),
+            &Device::Cpu,
+        )
+    };
     run()?; // warm-up
     let mut times = vec![];
     let mut out = vec![];

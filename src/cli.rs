@@ -286,7 +286,10 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
                         "finish_reason": b.finish_reason, "beam_index": j})
                 );
             } else {
-                println!("--- beam {j} (score {:.4}, {:?}) ---", b.score, b.finish_reason);
+                println!(
+                    "--- beam {j} (score {:.4}, {:?}) ---",
+                    b.score, b.finish_reason
+                );
                 println!("{}", b.text);
             }
         }

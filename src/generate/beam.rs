@@ -220,7 +220,8 @@ pub fn beam_search(
             })
             .collect();
         let last_step = step + 1 == cfg.max_new_tokens;
-        let norm = |sum: f32, len: usize| (sum as f64 / (len as f64).powf(cfg.length_penalty)) as f32;
+        let norm =
+            |sum: f32, len: usize| (sum as f64 / (len as f64).powf(cfg.length_penalty)) as f32;
         let mut src = Vec::new(); // parent row of each next decode row
         let mut next = Vec::new(); // the token it feeds
         let mut row = 0;

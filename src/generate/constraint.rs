@@ -216,13 +216,16 @@ impl Constraint for Intersection<'_> {
         let Some(first) = parts.next() else {
             return Allowed::Any;
         };
-        parts.fold(first, |acc, a| {
-            if a.is_any() {
-                acc
-            } else {
-                acc.intersect(a)
-            }
-        })
+        parts.fold(
+            first,
+            |acc, a| {
+                if a.is_any() {
+                    acc
+                } else {
+                    acc.intersect(a)
+                }
+            },
+        )
     }
 }
 

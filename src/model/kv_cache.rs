@@ -167,7 +167,8 @@ impl KvCache {
         if row_capacity > rows.len() {
             let grow = |t: &Tensor| -> Result<Tensor> {
                 let (_, h, c, d) = t.dims4()?;
-                let pad = Tensor::zeros((row_capacity - rows.len(), h, c, d), t.dtype(), t.device())?;
+                let pad =
+                    Tensor::zeros((row_capacity - rows.len(), h, c, d), t.dtype(), t.device())?;
                 Tensor::cat(&[t, &pad], 0) // (row_capacity, Hkv, cap, D)
             };
             out.k = out.k.iter().map(grow).collect::<Result<_>>()?;

@@ -42,7 +42,12 @@ fn beam_search_equals_transformers() {
         let name = case["name"].as_str().unwrap();
         let m = load_fixture(case["fixture"].as_str().unwrap());
         assert_eq!(m.tokenizer.eos_ids, vec![g["eos"].as_u64().unwrap() as u32]);
-        let prompts: Vec<Vec<u32>> = case["prompts"].as_array().unwrap().iter().map(ids).collect();
+        let prompts: Vec<Vec<u32>> = case["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ids)
+            .collect();
         let cfg = BeamConfig {
             num_beams: case["num_beams"].as_u64().unwrap() as usize,
             max_new_tokens: case["max_new_tokens"].as_u64().unwrap() as usize,
@@ -53,7 +58,10 @@ fn beam_search_equals_transformers() {
                 _ => EarlyStopping::Never,
             },
         };
-        let c: Option<&dyn Constraint> = case["constrained"].as_bool().unwrap().then_some(&trie as &dyn Constraint);
+        let c: Option<&dyn Constraint> = case["constrained"]
+            .as_bool()
+            .unwrap()
+            .then_some(&trie as &dyn Constraint);
         let out = beams(&m, &prompts, &cfg, c);
         for (p, want) in case["beams"].as_array().unwrap().iter().enumerate() {
             let want = want.as_array().unwrap();
@@ -93,9 +101,16 @@ fn one_beam_is_greedy() {
                 ..Default::default()
             };
             let seeds = vec![vec![0]; prompts.len()];
-            let gen =
-                generate_constrained(&dec, &m.tokenizer, &prompts, &seeds, &greedy, c, &Device::Cpu)
-                    .unwrap();
+            let gen = generate_constrained(
+                &dec,
+                &m.tokenizer,
+                &prompts,
+                &seeds,
+                &greedy,
+                c,
+                &Device::Cpu,
+            )
+            .unwrap();
             for (r, s) in out.iter().zip(&gen) {
                 let b = &r.beams[0];
                 assert_eq!(r.beams.len(), 1);
@@ -137,7 +152,12 @@ fn nothing_allowed_ends_beams_with_the_constrained_reason() {
         assert!(r.beams[0].token_ids.is_empty());
     }
     // A trie without end tokens: every beam stops after its sequence, for want of a next token.
-    let seqs = vec![vec![10, 11, 12], vec![10, 13, 14], vec![20, 21, 22], vec![30, 31, 32]];
+    let seqs = vec![
+        vec![10, 11, 12],
+        vec![10, 13, 14],
+        vec![20, 21, 22],
+        vec![30, 31, 32],
+    ];
     let trie = TrieConstraint::new(&seqs, &[]);
     let out = beams(&m, &[vec![5, 9]], &cfg, Some(&trie));
     assert_eq!(out[0].beams.len(), 3);
@@ -220,14 +240,24 @@ fn cli_generate_with_beams_prints_them_best_first() {
     let model = fixture_dir("tiny_llama");
     let run = |extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_llmrl"))
-            .args(["generate", "--model", model.to_str().unwrap(), "--prompt", "Hello"])
+            .args([
+                "generate",
+                "--model",
+                model.to_str().unwrap(),
+                "--prompt",
+                "Hello",
+            ])
             .args(["--max-new-tokens", "4", "--json"])
             .args(extra)
             .output()
             .unwrap()
     };
     let out = run(&["--num-beams", "3", "--length-penalty", "0.5"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -256,7 +256,10 @@ fn constrained_logprobs_equal_the_trainers_recomputation() {
         )
         .unwrap();
         let min = llmrl::generate::constraint::MinNewTokens::new(min_new, &m.tokenizer.eos_ids);
-        let both = llmrl::generate::constraint::Intersection::new(vec![&trie as &dyn llmrl::generate::Constraint, &min]);
+        let both = llmrl::generate::constraint::Intersection::new(vec![
+            &trie as &dyn llmrl::generate::Constraint,
+            &min,
+        ]);
         for c in out.iter().filter(|c| !c.token_ids.is_empty()) {
             let p = &prompts()[c.prompt_index];
             let full: Vec<u32> = p.iter().chain(&c.token_ids).copied().collect();
@@ -271,7 +274,11 @@ fn constrained_logprobs_equal_the_trainers_recomputation() {
             let mean: Vec<f32> = st.mean_logp.to_vec1().unwrap();
             let ent: Vec<f32> = st.entropy.to_vec1().unwrap();
             for t in 0..n {
-                assert!((lp[t] - c.logprobs[t]).abs() < 1e-4, "logp {t}: {lp:?} vs {:?}", c.logprobs);
+                assert!(
+                    (lp[t] - c.logprobs[t]).abs() < 1e-4,
+                    "logp {t}: {lp:?} vs {:?}",
+                    c.logprobs
+                );
                 assert!((mean[t] - c.mean_logprobs[t]).abs() < 1e-4, "mean {t}");
                 assert!((ent[t] - c.entropies[t]).abs() < 1e-4, "entropy {t}");
             }
@@ -293,9 +300,16 @@ fn nothing_allowed_ends_the_row_with_the_constrained_reason() {
     let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
     let seeds = vec![vec![1, 2]; prompts().len()];
     let cfg = sampled(8);
-    let out =
-        generate_constrained(&dec, &m.tokenizer, &prompts(), &seeds, &cfg, Some(&Nothing), &Device::Cpu)
-            .unwrap();
+    let out = generate_constrained(
+        &dec,
+        &m.tokenizer,
+        &prompts(),
+        &seeds,
+        &cfg,
+        Some(&Nothing),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(out.len(), 8);
     for c in &out {
         assert_eq!(c.finish_reason, Finish::Constrained);
@@ -306,10 +320,20 @@ fn nothing_allowed_ends_the_row_with_the_constrained_reason() {
         serde_json::json!("no_allowed_token")
     );
     // Some rows run out of allowed tokens mid-way (a trie without end tokens), the rest go on.
-    let trie = TrieConstraint::new(&[vec![10, 11], vec![10, 12, 13, 14, 15, 16, 17, 18, 19]], &[]);
-    let out =
-        generate_constrained(&dec, &m.tokenizer, &prompts(), &seeds, &cfg, Some(&trie), &Device::Cpu)
-            .unwrap();
+    let trie = TrieConstraint::new(
+        &[vec![10, 11], vec![10, 12, 13, 14, 15, 16, 17, 18, 19]],
+        &[],
+    );
+    let out = generate_constrained(
+        &dec,
+        &m.tokenizer,
+        &prompts(),
+        &seeds,
+        &cfg,
+        Some(&trie),
+        &Device::Cpu,
+    )
+    .unwrap();
     for c in &out {
         match c.finish_reason {
             Finish::Constrained => assert_eq!(c.token_ids, vec![10, 11]),
