@@ -164,6 +164,13 @@ pub struct GenerateArgs {
     /// One JSON object per sample: text, token_ids, logprobs, finish_reason.
     #[arg(long)]
     pub json: bool,
+    /// Beam search with B beams instead of sampling: prints the B best sequences with their
+    /// scores, best first (HF's semantics; --n, --temperature, --top-p/k and --stop do not apply).
+    #[arg(long, value_name = "B")]
+    pub num_beams: Option<usize>,
+    /// Beam search scores are sum_logprob / len^length_penalty (> 0 favours longer sequences).
+    #[arg(long, default_value_t = 1.0)]
+    pub length_penalty: f64,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -227,6 +234,23 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     };
     cfg.validate()?;
     anyhow::ensure!(a.n >= 1, "--n must be at least 1");
+    let beam = a
+        .num_beams
+        .map(|b| -> Result<generate::beam::BeamConfig> {
+            anyhow::ensure!(
+                a.n == 1 && a.temperature == 0.0 && a.stop.is_empty(),
+                "--num-beams is deterministic beam search: drop --n, --temperature and --stop"
+            );
+            let c = generate::beam::BeamConfig {
+                num_beams: b,
+                max_new_tokens: a.max_new_tokens,
+                length_penalty: a.length_penalty,
+                ..Default::default()
+            };
+            c.validate().context("--num-beams / --length-penalty")?;
+            Ok(c)
+        })
+        .transpose()?;
     let src = ModelSource::parse(&a.model)?;
     let (device, dtype) = parse_device(&a.device.device)?;
     let m = model::load(&src, &device, dtype)?;
@@ -250,6 +274,28 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         .map(|s| generate::sample_seed(a.seed, 0, s))
         .collect()];
     let t0 = std::time::Instant::now();
+    if let Some(bc) = beam {
+        let out = generate::beam::beam_search(&decoder, &m.tokenizer, &[ids], &bc, None, &device)?;
+        let secs = t0.elapsed().as_secs_f64();
+        for (j, b) in out[0].beams.iter().enumerate() {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"text": b.text, "token_ids": b.token_ids, "score": b.score,
+                        "sum_logprob": b.sum_logprob, "logprobs": b.logprobs,
+                        "finish_reason": b.finish_reason, "beam_index": j})
+                );
+            } else {
+                println!(
+                    "--- beam {j} (score {:.4}, {:?}) ---",
+                    b.score, b.finish_reason
+                );
+                println!("{}", b.text);
+            }
+        }
+        eprintln!("[{} beams in {secs:.2} s]", out[0].beams.len());
+        return Ok(());
+    }
     let outs = generate::generate(&decoder, &m.tokenizer, &[ids], &seeds, &cfg, &device)?;
     let secs = t0.elapsed().as_secs_f64();
     for o in &outs {

@@ -3,8 +3,11 @@
 //! finish are dropped from the batch, so long tails do not pay for short ones.
 //!
 //! Returns what training needs: completion ids, per-token log-probs under the tempered sampling
-//! distribution, the text, and why each sample stopped.
+//! distribution (renormalized over the allowed tokens under a constraint: see [`constraint`]),
+//! the text, and why each sample stopped. Beam search is in [`beam`].
 
+pub mod beam;
+pub mod constraint;
 pub mod sampling;
 
 use anyhow::Result;
@@ -15,6 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Decoder, KvCache, Positions, Tokenizer};
+pub use constraint::{Allowed, Constraint, TrieConstraint};
 pub use sampling::SamplingConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +30,10 @@ pub enum Finish {
     Stop,
     /// `max_new_tokens` reached.
     Length,
+    /// The constraint allowed no next token; the row ends without one (its completion may be
+    /// empty).
+    #[serde(rename = "no_allowed_token")]
+    Constrained,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -57,7 +65,8 @@ pub fn sample_seed(base: u64, prompt: u64, sample: u64) -> u64 {
 }
 
 struct Row {
-    out: usize, // index into the output vector
+    out: usize,    // index into the output vector
+    prompt: usize, // prompt index, as the constraint sees it
     rng: ChaCha8Rng,
     ids: Vec<u32>,
     logprobs: Vec<f32>,
@@ -75,7 +84,34 @@ pub fn generate(
     cfg: &SamplingConfig,
     device: &Device,
 ) -> Result<Vec<Completion>> {
+    generate_constrained(model, tok, prompts, seeds, cfg, None, device)
+}
+
+/// [`generate`] where `constraint` (if any) restricts every next token; `cfg.min_new_tokens` is
+/// applied as one more constraint ([`constraint::MinNewTokens`]). Without either, no allowed set
+/// is computed at all.
+pub fn generate_constrained(
+    model: &Decoder,
+    tok: &Tokenizer,
+    prompts: &[Vec<u32>],
+    seeds: &[Vec<u64>],
+    cfg: &SamplingConfig,
+    constraint: Option<&dyn Constraint>,
+    device: &Device,
+) -> Result<Vec<Completion>> {
     cfg.validate()?;
+    let min_len = (cfg.min_new_tokens > 0)
+        .then(|| constraint::MinNewTokens::new(cfg.min_new_tokens, &tok.eos_ids));
+    let both;
+    let constraint: Option<&dyn Constraint> = match (constraint, &min_len) {
+        (None, None) => None,
+        (Some(c), None) => Some(c),
+        (None, Some(m)) => Some(m),
+        (Some(c), Some(m)) => {
+            both = constraint::Intersection::new(vec![c, m as &dyn Constraint]);
+            Some(&both)
+        }
+    };
     if prompts.is_empty() {
         return Ok(vec![]);
     }
@@ -123,6 +159,7 @@ pub fn generate(
             fan.push(p as u32);
             rows.push(Row {
                 out: outputs.len(),
+                prompt: p,
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 ids: vec![],
                 logprobs: vec![],
@@ -150,21 +187,24 @@ pub fn generate(
     let mut logits: Vec<Vec<f32>> = fan.iter().map(|&p| last[p as usize].clone()).collect();
 
     for step in 0..cfg.max_new_tokens {
-        if step < cfg.min_new_tokens {
-            for lg in logits.iter_mut() {
-                for &e in &tok.eos_ids {
-                    if let Some(x) = lg.get_mut(e as usize) {
-                        *x = f32::NEG_INFINITY;
-                    }
-                }
-            }
-        }
         // Rows are independent (own RNG, own logits): sample them in parallel.
         let mut next: Vec<u32> = rows
             .par_iter_mut()
             .zip(logits.par_iter())
             .map(|(row, lg)| {
-                let d = sampling::sample_with_stats(lg, cfg, &mut row.rng);
+                let d = match constraint {
+                    None => sampling::sample_with_stats(lg, cfg, &mut row.rng),
+                    Some(c) => {
+                        let allowed = c.allowed(row.prompt, &row.ids);
+                        match sampling::sample_allowed(lg, &allowed, cfg, &mut row.rng) {
+                            Some(d) => d,
+                            None => {
+                                row.finish = Some(Finish::Constrained);
+                                return 0; // never fed: the row is dropped below
+                            }
+                        }
+                    }
+                };
                 row.ids.push(d.id);
                 row.logprobs.push(d.logp);
                 row.mean_logprobs.push(d.mean_logp);

@@ -7,6 +7,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::constraint::Allowed;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplingConfig {
@@ -114,6 +116,30 @@ pub fn sample_with_stats(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8
         mean_logp: (mean_z - lse) as f32,
         entropy: (lse - expected_z).max(0.0) as f32,
     }
+}
+
+/// `sample_with_stats` under a constraint: drawn from, and reporting the statistics of, the
+/// renormalized constrained distribution (see [`super::constraint`]); `None` when nothing is
+/// allowed. Sampling over the allowed ids in ascending order makes the draw identical to sampling
+/// the full row with the disallowed logits set to −∞ (same RNG number, same order).
+pub fn sample_allowed(
+    logits: &[f32],
+    allowed: &Allowed,
+    cfg: &SamplingConfig,
+    rng: &mut ChaCha8Rng,
+) -> Option<Draw> {
+    let Some(ids) = allowed.ids(logits.len()) else {
+        return Some(sample_with_stats(logits, cfg, rng));
+    };
+    if ids.is_empty() {
+        return None;
+    }
+    let sub: Vec<f32> = ids.iter().map(|&i| logits[i as usize]).collect();
+    let d = sample_with_stats(&sub, cfg, rng);
+    Some(Draw {
+        id: ids[d.id as usize],
+        ..d
+    })
 }
 
 /// The token drawn with uniform `u` from `weights` (unnormalized, summing to `total`), after
@@ -236,6 +262,30 @@ mod tests {
             &mut ChaCha8Rng::seed_from_u64(1),
         );
         assert!(d.entropy.abs() < 1e-7);
+    }
+
+    #[test]
+    fn constrained_draw_equals_the_masked_draw() {
+        // Same seed: sampling the allowed ids equals sampling the row with the rest at −inf, and
+        // the reported log-prob is renormalized over the allowed set.
+        let z = [0.3f32, 1.0, -0.5, 2.0, 0.1];
+        let allowed = Allowed::only(vec![0, 2, 4]);
+        let mut masked = z;
+        for i in [1, 3] {
+            masked[i] = f32::NEG_INFINITY;
+        }
+        for seed in 0..50 {
+            let c = cfg(0.8, 0, 1.0);
+            let a = sample_allowed(&z, &allowed, &c, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
+            let b = sample_with_stats(&masked, &c, &mut ChaCha8Rng::seed_from_u64(seed));
+            assert_eq!(a.id, b.id);
+            assert!((a.logp - b.logp).abs() < 1e-6);
+            assert!(a.mean_logp.is_finite() && b.mean_logp == f32::NEG_INFINITY);
+            assert!(allowed.contains(a.id));
+        }
+        let c = cfg(1.0, 0, 1.0);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        assert!(sample_allowed(&z, &Allowed::nothing(), &c, &mut rng).is_none());
     }
 
     #[test]

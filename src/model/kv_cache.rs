@@ -5,6 +5,9 @@
 //! tracked per row (`valid`), so left-padded ragged prompts decode together with exact positions.
 //! Rows that finish are dropped in place ([`KvCache::retain_rows`]): the live rows are the first
 //! `rows` of each buffer, so dropping one moves one row instead of reallocating the whole cache.
+//! Beam search reorders rows in place ([`KvCache::reorder_rows`]: a beam continues from any
+//! parent, possibly several beams from one), within the rows allocated up front
+//! ([`KvCache::select_rows_into`]).
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -122,6 +125,58 @@ impl KvCache {
         Ok(order)
     }
 
+    /// Rows allocated in the buffers (live rows can grow up to this by [`Self::reorder_rows`]).
+    pub fn row_capacity(&self) -> usize {
+        self.k.first().map_or(self.rows, |t| t.dims()[0])
+    }
+
+    /// New row i becomes old row `src[i]`, in place: rows may repeat or be dropped, and there may
+    /// be more new rows than old ones, up to [`Self::row_capacity`]. Costs one gather and one
+    /// copy of the live rows per buffer (nothing when `src` keeps a prefix in order).
+    pub fn reorder_rows(&mut self, src: &[usize]) -> Result<()> {
+        if src.len() > self.row_capacity() {
+            candle_core::bail!(
+                "reorder_rows: {} rows exceed the {} allocated",
+                src.len(),
+                self.row_capacity()
+            );
+        }
+        if let Some(&r) = src.iter().find(|&&r| r >= self.rows) {
+            candle_core::bail!("reorder_rows: row {r} of {}", self.rows);
+        }
+        let prefix = src.iter().enumerate().all(|(i, &r)| i == r);
+        if let (false, Some(first)) = (prefix || src.is_empty(), self.k.first()) {
+            let dev = first.device().clone();
+            let idx: Vec<u32> = src.iter().map(|&r| r as u32).collect();
+            let idx = Tensor::from_vec(idx, src.len(), &dev)?;
+            for buf in self.k.iter().chain(&self.v) {
+                // The gather reads the old rows into new storage before any is overwritten.
+                let rows = buf.narrow(0, 0, self.rows)?.index_select(&idx, 0)?; // (n, Hkv, cap, D)
+                buf.slice_set(&rows, 0, 0)?;
+            }
+        }
+        self.valid = src.iter().map(|&r| self.valid[r].clone()).collect();
+        self.rows = src.len();
+        Ok(())
+    }
+
+    /// [`Self::select_rows`] into a cache with `row_capacity` rows allocated (≥ `rows.len()`), so
+    /// that [`Self::reorder_rows`] can later grow it.
+    pub fn select_rows_into(&self, rows: &[u32], row_capacity: usize) -> Result<Self> {
+        let mut out = self.select_rows(rows)?;
+        if row_capacity > rows.len() {
+            let grow = |t: &Tensor| -> Result<Tensor> {
+                let (_, h, c, d) = t.dims4()?;
+                let pad =
+                    Tensor::zeros((row_capacity - rows.len(), h, c, d), t.dtype(), t.device())?;
+                Tensor::cat(&[t, &pad], 0) // (row_capacity, Hkv, cap, D)
+            };
+            out.k = out.k.iter().map(grow).collect::<Result<_>>()?;
+            out.v = out.v.iter().map(grow).collect::<Result<_>>()?;
+        }
+        Ok(out)
+    }
+
     /// A cache whose row i is row `rows[i]` of this one (fan a prefilled prompt out to n samples).
     pub fn select_rows(&self, rows: &[u32]) -> Result<Self> {
         if let Some(&r) = rows.iter().find(|&&r| r as usize >= self.rows) {
@@ -214,6 +269,35 @@ mod tests {
         // Row selection (fan-out) reads live rows only.
         assert!(c.select_rows(&[3]).is_err());
         assert_eq!(c.select_rows(&[2, 2]).unwrap().rows(), 2);
+    }
+
+    #[test]
+    fn reorder_rows_repeats_drops_and_grows() {
+        let (c0, written) = filled(3);
+        let mut c = c0.select_rows_into(&[0, 1, 2], 5).unwrap();
+        assert_eq!((c.rows(), c.row_capacity()), (3, 5));
+        // Grow to 5 rows, repeating and permuting: new i = old src[i].
+        let src = [2usize, 0, 2, 1, 0];
+        c.reorder_rows(&src).unwrap();
+        assert_eq!(c.rows(), 5);
+        let want_valid: Vec<Vec<bool>> = src.iter().map(|&r| c0.valid[r].clone()).collect();
+        assert_eq!(c.valid, want_valid);
+        let idx = Tensor::new(&[2u32, 0, 2, 1, 0], &Device::Cpu).unwrap();
+        for (layer, kv) in written.iter().enumerate() {
+            let k1 = Tensor::zeros((5, 2, 1, 5), DType::F32, &Device::Cpu).unwrap();
+            let (ka, va) = c.append(layer, &k1, &k1).unwrap();
+            for (got, want) in [(ka, &kv[0]), (va, &kv[1])] {
+                let want = want.index_select(&idx, 0).unwrap();
+                let past = got.narrow(2, 0, 3).unwrap();
+                let diff = (past - want).unwrap().abs().unwrap().max_all().unwrap();
+                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+            }
+        }
+        // Shrink to a prefix (no copy), then errors.
+        c.reorder_rows(&[0, 1]).unwrap();
+        assert_eq!(c.rows(), 2);
+        assert!(c.reorder_rows(&[2]).is_err());
+        assert!(c.reorder_rows(&[0; 6]).is_err());
     }
 
     #[test]

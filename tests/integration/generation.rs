@@ -220,3 +220,125 @@ fn rows_finishing_mid_batch_leave_the_others_unchanged() {
         }
     }
 }
+
+/// Sampled under a trie (and min_new_tokens), each token's reported log-prob, vocabulary mean and
+/// entropy equal what the trainer recomputes by teacher-forcing the completion through a full
+/// forward: the renormalized constrained policy ([`constrained_logprob_stats`]).
+#[test]
+fn constrained_logprobs_equal_the_trainers_recomputation() {
+    use llmrl::generate::constraint::{allowed_along, constrained_logprob_stats};
+    use llmrl::generate::{generate_constrained, TrieConstraint};
+    let m = load_fixture("tiny_llama3");
+    let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
+    let seqs: Vec<Vec<u32>> = (0..30u32)
+        .map(|i| vec![3 + i % 5, 40 + (i * 7) % 11, 100 + i])
+        .chain([vec![3], vec![4, 40]])
+        .collect();
+    let trie = TrieConstraint::new(&seqs, &m.tokenizer.eos_ids);
+    for (temp, min_new) in [(1.0, 0), (0.7, 2), (0.0, 0)] {
+        let cfg = SamplingConfig {
+            temperature: temp,
+            max_new_tokens: 6,
+            min_new_tokens: min_new,
+            ..Default::default()
+        };
+        let seeds: Vec<Vec<u64>> = (0..prompts().len())
+            .map(|p| (0..3).map(|s| sample_seed(5, p as u64, s)).collect())
+            .collect();
+        let out = generate_constrained(
+            &dec,
+            &m.tokenizer,
+            &prompts(),
+            &seeds,
+            &cfg,
+            Some(&trie),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let min = llmrl::generate::constraint::MinNewTokens::new(min_new, &m.tokenizer.eos_ids);
+        let both = llmrl::generate::constraint::Intersection::new(vec![
+            &trie as &dyn llmrl::generate::Constraint,
+            &min,
+        ]);
+        for c in out.iter().filter(|c| !c.token_ids.is_empty()) {
+            let p = &prompts()[c.prompt_index];
+            let full: Vec<u32> = p.iter().chain(&c.token_ids).copied().collect();
+            let logits = logits_of(&dec, &full, &Device::Cpu).unwrap(); // (T, V)
+            let n = c.token_ids.len();
+            let lg = logits.narrow(0, p.len() - 1, n).unwrap(); // (n, V)
+            let tgt = Tensor::from_vec(c.token_ids.clone(), n, &Device::Cpu).unwrap();
+            let allowed = allowed_along(&both, c.prompt_index, &c.token_ids);
+            let st =
+                constrained_logprob_stats(&lg, &tgt, &allowed, cfg.logprob_temperature()).unwrap();
+            let lp: Vec<f32> = st.logp.to_vec1().unwrap();
+            let mean: Vec<f32> = st.mean_logp.to_vec1().unwrap();
+            let ent: Vec<f32> = st.entropy.to_vec1().unwrap();
+            for t in 0..n {
+                assert!(
+                    (lp[t] - c.logprobs[t]).abs() < 1e-4,
+                    "logp {t}: {lp:?} vs {:?}",
+                    c.logprobs
+                );
+                assert!((mean[t] - c.mean_logprobs[t]).abs() < 1e-4, "mean {t}");
+                assert!((ent[t] - c.entropies[t]).abs() < 1e-4, "entropy {t}");
+            }
+        }
+    }
+}
+
+/// A constraint that allows nothing ends every row at once with the documented reason.
+#[test]
+fn nothing_allowed_ends_the_row_with_the_constrained_reason() {
+    use llmrl::generate::{generate_constrained, Allowed, Constraint, TrieConstraint};
+    struct Nothing;
+    impl Constraint for Nothing {
+        fn allowed(&self, _: usize, _: &[u32]) -> Allowed<'_> {
+            Allowed::nothing()
+        }
+    }
+    let m = load_fixture("tiny_llama");
+    let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
+    let seeds = vec![vec![1, 2]; prompts().len()];
+    let cfg = sampled(8);
+    let out = generate_constrained(
+        &dec,
+        &m.tokenizer,
+        &prompts(),
+        &seeds,
+        &cfg,
+        Some(&Nothing),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(out.len(), 8);
+    for c in &out {
+        assert_eq!(c.finish_reason, Finish::Constrained);
+        assert!(c.token_ids.is_empty() && c.logprobs.is_empty() && c.text.is_empty());
+    }
+    assert_eq!(
+        serde_json::to_value(Finish::Constrained).unwrap(),
+        serde_json::json!("no_allowed_token")
+    );
+    // Some rows run out of allowed tokens mid-way (a trie without end tokens), the rest go on.
+    let trie = TrieConstraint::new(
+        &[vec![10, 11], vec![10, 12, 13, 14, 15, 16, 17, 18, 19]],
+        &[],
+    );
+    let out = generate_constrained(
+        &dec,
+        &m.tokenizer,
+        &prompts(),
+        &seeds,
+        &cfg,
+        Some(&trie),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for c in &out {
+        match c.finish_reason {
+            Finish::Constrained => assert_eq!(c.token_ids, vec![10, 11]),
+            Finish::Length => assert_eq!(c.token_ids, vec![10, 12, 13, 14, 15, 16, 17, 18]),
+            f => panic!("unexpected {f:?}"),
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! `tests/fixtures/make_fixtures.py` against HF transformers.
 
 mod algo;
+mod beam;
 mod cli;
 mod common;
 mod generation;
