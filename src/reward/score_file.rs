@@ -154,13 +154,15 @@ fn read_rows(
             Some(Value::String(s)) => s.clone(),
             _ => String::new(),
         };
-        let example = Example { id, fields: row };
-        judge
-            .validate(&example)
-            .with_context(|| format!("{}", here()))?;
-        rows.push((example, completion, prompt));
+        rows.push((Example { id, fields: row }, completion, prompt, line_no));
     }
-    Ok(rows)
+    // Every line is JSON with a completion; now what the judge needs of each.
+    for (example, _, _, line_no) in &rows {
+        judge
+            .validate(example)
+            .with_context(|| format!("{}:{line_no}", input.display()))?;
+    }
+    Ok(rows.into_iter().map(|(e, c, p, _)| (e, c, p)).collect())
 }
 
 #[cfg(test)]

@@ -93,6 +93,44 @@ fn label_probability_is_the_softmax_over_the_two_label_tokens() {
     }
 }
 
+/// The same judge against HF transformers on the same fixture (chat template, in-context label
+/// tokens and logits all from transformers; tests/fixtures/make_judge_golden.py).
+#[test]
+fn label_probability_matches_transformers() {
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir("judge_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let cfg = label_config(&format!(
+        "template_text = {:?}\nbatch_size = 2",
+        golden["template"].as_str().unwrap()
+    ));
+    let judge = LabelJudge::new(&cfg, &Device::Cpu, DType::F32).unwrap();
+    let cases = golden["cases"].as_array().unwrap();
+    let examples: Vec<Example> = cases
+        .iter()
+        .map(|c| example(c["question"].as_str().unwrap()))
+        .collect();
+    let rows: Vec<JudgeRow> = examples
+        .iter()
+        .zip(cases)
+        .map(|(ex, c)| JudgeRow {
+            example: ex,
+            prompt: "",
+            completion: c["completion"].as_str().unwrap(),
+        })
+        .collect();
+    let scores = judge.score_batch(&rows).unwrap();
+    for (c, s) in cases.iter().zip(&scores) {
+        let want = c["p_positive"].as_f64().unwrap();
+        assert!((s.value as f64 - want).abs() < 1e-5, "{c}: {}", s.value);
+        let ids = &c["label_ids"];
+        assert!(s.reason.contains(&format!("tokens {} / {}", ids[0], ids[1])), "{}", s.reason);
+        let logit = c["logits"][0].as_f64().unwrap() as f32;
+        assert!((part(s, "logit_positive") - logit).abs() < 1e-4);
+    }
+}
+
 #[test]
 fn labels_are_tokenized_in_context() {
     // The template ends in a space, which byte-level BPE merges into the label: "? " + "the"
