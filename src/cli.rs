@@ -482,9 +482,9 @@ fn cmd_score(a: ScoreArgs) -> Result<()> {
             };
             (cfg, parent(j))
         }
-        (None, None, None) => bail!(
-            "give --judge JUDGE.toml, --recipe R or --verifier NAME (countdown, math)"
-        ),
+        (None, None, None) => {
+            bail!("give --judge JUDGE.toml, --recipe R or --verifier NAME (countdown, math)")
+        }
     };
     cfg.resolve_paths(&base_dir);
     anyhow::ensure!(
@@ -508,7 +508,8 @@ fn cmd_score(a: ScoreArgs) -> Result<()> {
         (Device::Cpu, DType::F32)
     };
     let judge = crate::reward::build_judge(&cfg, &device, dtype)?;
-    let summary = crate::reward::score_file(judge.as_ref(), &a.input, &output, &a.completion_field)?;
+    let summary =
+        crate::reward::score_file(judge.as_ref(), &a.input, &output, &a.completion_field)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     eprintln!("scores written to {}", output.display());
     Ok(())

@@ -210,7 +210,10 @@ impl ExternalVerifier {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(i) = free.pop() {
-                return WorkerGuard { owner: self, index: i };
+                return WorkerGuard {
+                    owner: self,
+                    index: i,
+                };
             }
             free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
         }
@@ -476,7 +479,10 @@ for line in sys.stdin:
         let path = dir.path().join("v.py");
         std::fs::write(&path, SCRIPT).unwrap();
         let cmd = vec!["python3".into(), path.to_string_lossy().into_owned()];
-        (dir, ExternalVerifier::new(&config(cmd, timeout_s, workers)).unwrap())
+        (
+            dir,
+            ExternalVerifier::new(&config(cmd, timeout_s, workers)).unwrap(),
+        )
     }
 
     fn example() -> Example {
@@ -533,7 +539,11 @@ for line in sys.stdin:
         let s = v.score_batch(&rows);
         let values: Vec<f32> = s.iter().map(|s| s.value).collect();
         assert_eq!(values, [1.0, 0.0, 0.25, 1.0]);
-        assert!(s[1].reason.contains("no reply within 10 s"), "{}", s[1].reason);
+        assert!(
+            s[1].reason.contains("no reply within 10 s"),
+            "{}",
+            s[1].reason
+        );
         assert!(s[1].reason.contains("restarted"), "{}", s[1].reason);
     }
 

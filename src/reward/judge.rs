@@ -164,7 +164,10 @@ mod tests {
     #[test]
     fn every_verifier_is_a_judge_with_the_same_scores() {
         let cfg: JudgeConfig = toml::from_str("name = \"countdown\"").unwrap();
-        assert_eq!(cfg.verifier(), Some(toml::from_str("name = \"countdown\"").unwrap()));
+        assert_eq!(
+            cfg.verifier(),
+            Some(toml::from_str("name = \"countdown\"").unwrap())
+        );
         let judge = build_judge(&cfg, &Device::Cpu, DType::F32).unwrap();
         assert_eq!(judge.name(), "countdown");
         let v = super::super::build(&cfg.verifier().unwrap()).unwrap();
@@ -199,7 +202,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `label`"), "{err}");
-        assert!(err.contains("labels") && err.contains("label_field"), "{err}");
+        assert!(
+            err.contains("labels") && err.contains("label_field"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -215,7 +221,8 @@ mod tests {
     #[test]
     fn external_working_dir_resolves_against_the_config_dir() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j: JudgeConfig = toml::from_str("name = \"external\"\ncommand = [\"cat\"]").unwrap();
+        let mut j: JudgeConfig =
+            toml::from_str("name = \"external\"\ncommand = [\"cat\"]").unwrap();
         j.resolve_paths(dir.path());
         let JudgeConfig::External(e) = &j else {
             panic!("external")

@@ -222,9 +222,9 @@ impl LabelJudge {
         for slot in judge.template.slots() {
             probe.fields.insert(slot.into(), Value::from("x"));
         }
-        let text = judge
-            .prompt_text(&probe, "", "x")
-            .context("[judge] rendering the template (chat = true needs the model's chat template)")?;
+        let text = judge.prompt_text(&probe, "", "x").context(
+            "[judge] rendering the template (chat = true needs the model's chat template)",
+        )?;
         judge
             .prepare(&text)
             .map_err(anyhow::Error::msg)
@@ -252,7 +252,11 @@ impl LabelJudge {
     fn prepare(&self, text: &str) -> std::result::Result<Prepared, String> {
         // As `Prompter::ids`: a chat template writes its own special tokens.
         let add_special = !self.cfg.chat;
-        let encode = |s: &str| self.tokenizer.encode(s, add_special).map_err(|e| e.to_string());
+        let encode = |s: &str| {
+            self.tokenizer
+                .encode(s, add_special)
+                .map_err(|e| e.to_string())
+        };
         let base = encode(text)?;
         let mut at = [0usize; 2];
         let mut ids = [0u32; 2];
@@ -378,9 +382,7 @@ impl Judge for LabelJudge {
         let mut ex = example.clone();
         ex.fields.insert("completion".into(), "".into());
         ex.fields.entry("_prompt").or_insert("".into());
-        self.template
-            .validate(&ex)
-            .context("[judge] template")?;
+        self.template.validate(&ex).context("[judge] template")?;
         let field = &self.cfg.label_field;
         match example.fields.get(field) {
             None | Some(Value::Null) if self.cfg.reward == LabelReward::TrueLabel => bail!(
@@ -388,9 +390,9 @@ impl Judge for LabelJudge {
                 example.id
             ),
             None | Some(Value::Null) => Ok(()),
-            Some(v) => parse_truth(v, &self.labels).map(|_| ()).map_err(|e| {
-                anyhow::anyhow!("example {}: `{field}` = {v}: {e}", example.id)
-            }),
+            Some(v) => parse_truth(v, &self.labels)
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("example {}: `{field}` = {v}: {e}", example.id)),
         }
     }
 
@@ -513,7 +515,10 @@ mod tests {
         assert_eq!(c.label_field, "label");
         assert_eq!(c.reward, LabelReward::Positive);
         let c = cfg("positive = \"No\"");
-        assert_eq!(c.ordered_labels().unwrap(), ["No".to_string(), "Yes".into()]);
+        assert_eq!(
+            c.ordered_labels().unwrap(),
+            ["No".to_string(), "Yes".into()]
+        );
         for (bad, want) in [
             ("positive = \"Maybe\"", "not one of labels"),
             ("labels = [\"Yes\"]", "exactly two"),
@@ -544,7 +549,10 @@ mod tests {
     fn config_errors_come_before_the_model_loads() {
         // The model does not exist: the label error must be what is reported.
         let c = cfg("labels = [\"Yes\"]\ntemplate_text = \"{completion}\"");
-        let e = format!("{:#}", LabelJudge::new(&c, &Device::Cpu, DType::F32).err().unwrap());
+        let e = format!(
+            "{:#}",
+            LabelJudge::new(&c, &Device::Cpu, DType::F32).err().unwrap()
+        );
         assert!(e.contains("exactly two"), "{e}");
     }
 }

@@ -53,8 +53,14 @@ fn label_probability_is_the_softmax_over_the_two_label_tokens() {
     // Ragged rows over two batches, so padding and batching are both exercised.
     let cases = [
         ("What is 2+2?", "4"),
-        ("Name the capital of France, please.", "Paris is the capital"),
-        ("Hi", "a much longer completion that makes this the longest row of all"),
+        (
+            "Name the capital of France, please.",
+            "Paris is the capital",
+        ),
+        (
+            "Hi",
+            "a much longer completion that makes this the longest row of all",
+        ),
     ];
     let examples: Vec<Example> = cases.iter().map(|(q, _)| example(q)).collect();
     let rows: Vec<JudgeRow> = examples
@@ -86,8 +92,15 @@ fn label_probability_is_the_softmax_over_the_two_label_tokens() {
         assert!((part(s, "p_positive") as f64 - p).abs() < 1e-5);
         assert!((part(s, "logit_positive") - la).abs() < 1e-4, "{q}");
         assert!((part(s, "logit_negative") - lb).abs() < 1e-4, "{q}");
-        assert!(s.reason.contains(&format!("tokens {yes} / {no}")), "{}", s.reason);
-        assert_eq!(s.answer.as_deref(), Some(if p >= 0.5 { "Yes" } else { "No" }));
+        assert!(
+            s.reason.contains(&format!("tokens {yes} / {no}")),
+            "{}",
+            s.reason
+        );
+        assert_eq!(
+            s.answer.as_deref(),
+            Some(if p >= 0.5 { "Yes" } else { "No" })
+        );
         let pv = part(s, "p_vocab_positive");
         assert!(pv > 0.0 && pv < 1.0);
     }
@@ -97,10 +110,9 @@ fn label_probability_is_the_softmax_over_the_two_label_tokens() {
 /// tokens and logits all from transformers; tests/fixtures/make_judge_golden.py).
 #[test]
 fn label_probability_matches_transformers() {
-    let golden: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture_dir("judge_golden.json")).unwrap(),
-    )
-    .unwrap();
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir("judge_golden.json")).unwrap())
+            .unwrap();
     let cfg = label_config(&format!(
         "template_text = {:?}\nbatch_size = 2",
         golden["template"].as_str().unwrap()
@@ -125,7 +137,12 @@ fn label_probability_matches_transformers() {
         let want = c["p_positive"].as_f64().unwrap();
         assert!((s.value as f64 - want).abs() < 1e-5, "{c}: {}", s.value);
         let ids = &c["label_ids"];
-        assert!(s.reason.contains(&format!("tokens {} / {}", ids[0], ids[1])), "{}", s.reason);
+        assert!(
+            s.reason
+                .contains(&format!("tokens {} / {}", ids[0], ids[1])),
+            "{}",
+            s.reason
+        );
         let logit = c["logits"][0].as_f64().unwrap() as f32;
         assert!((part(s, "logit_positive") - logit).abs() < 1e-4);
     }
@@ -249,14 +266,24 @@ fn score_judge_prints_the_auc_of_the_probabilities_it_writes() {
     for &(p, _) in labelled.iter().filter(|l| l.1) {
         for &(n, _) in labelled.iter().filter(|l| !l.1) {
             pairs += 1.0;
-            wins += if p > n { 1.0 } else if p == n { 0.5 } else { 0.0 };
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     let m = &summary["labelled"];
     assert_eq!(m["count"], 6);
     assert_eq!(m["positives"], 3);
     let auc = m["auc"].as_f64().unwrap();
-    assert!((auc - wins / pairs).abs() < 1e-6, "{auc} vs {}", wins / pairs);
+    assert!(
+        (auc - wins / pairs).abs() < 1e-6,
+        "{auc} vs {}",
+        wins / pairs
+    );
     let right = labelled.iter().filter(|(p, y)| (*p >= 0.5) == *y).count();
     assert!((m["accuracy"].as_f64().unwrap() - right as f64 / 6.0).abs() < 1e-9);
     let ll: f64 = labelled
@@ -274,9 +301,21 @@ fn labels_that_share_their_first_token_are_one_clear_error() {
     let judge = write_judge(d.path(), "chat = false\nlabels = [\" Yes\", \" No\"]");
     let input = d.path().join("rows.jsonl");
     std::fs::write(&input, "{\"question\": \"q\", \"completion\": \"c\"}\n").unwrap();
-    let e = failure(&["score", "--judge", &judge, "--input", input.to_str().unwrap()]);
-    assert!(e.contains("\" Yes\" and \" No\" share their first token \"Ġ\""), "{e}");
-    assert!(!d.path().join("rows.scored.jsonl").exists(), "nothing written");
+    let e = failure(&[
+        "score",
+        "--judge",
+        &judge,
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("\" Yes\" and \" No\" share their first token \"Ġ\""),
+        "{e}"
+    );
+    assert!(
+        !d.path().join("rows.scored.jsonl").exists(),
+        "nothing written"
+    );
 }
 
 #[test]
@@ -290,12 +329,27 @@ fn bad_label_data_is_an_error_naming_the_line() {
          {\"question\": \"q\", \"completion\": \"c\", \"label\": \"perhaps\"}\n",
     )
     .unwrap();
-    let e = failure(&["score", "--judge", &judge, "--input", input.to_str().unwrap()]);
+    let e = failure(&[
+        "score",
+        "--judge",
+        &judge,
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     assert!(e.contains("rows.jsonl:2") && e.contains("perhaps"), "{e}");
     // A typo in the judge config lists the valid keys.
     let judge = write_judge(d.path(), "label_feild = \"y\"");
-    let e = failure(&["score", "--judge", &judge, "--input", input.to_str().unwrap()]);
-    assert!(e.contains("label_feild") && e.contains("label_field"), "{e}");
+    let e = failure(&[
+        "score",
+        "--judge",
+        &judge,
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("label_feild") && e.contains("label_field"),
+        "{e}"
+    );
 }
 
 /// A recipe whose external verifier names a script that is not there, and whose model's weights
@@ -310,13 +364,15 @@ fn a_missing_external_verifier_fails_before_weights_load() {
     }
     let st = std::fs::read(fixture_dir("tiny_llama").join("model.safetensors")).unwrap();
     std::fs::write(model.join("model.safetensors"), &st[..st.len() / 2]).unwrap();
-    let smoke = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/smoke.toml"),
-    )
-    .unwrap();
+    let smoke =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/smoke.toml"))
+            .unwrap();
     let recipe = smoke
         .replace("../tests/fixtures/tiny_llama", "model")
-        .replace("\"smoke_verifier.py\"]", "\"no_such_verifier.py\"]\nstartup_check_s = 60.0");
+        .replace(
+            "\"smoke_verifier.py\"]",
+            "\"no_such_verifier.py\"]\nstartup_check_s = 60.0",
+        );
     let path = d.path().join("r.toml");
     std::fs::write(&path, recipe).unwrap();
     let run = d.path().join("run");
@@ -327,20 +383,38 @@ fn a_missing_external_verifier_fails_before_weights_load() {
         run.to_str().unwrap(),
     ]);
     assert!(e.contains("exited at start"), "{e}");
-    assert!(e.contains("no_such_verifier.py") && e.contains("No such file"), "{e}");
+    assert!(
+        e.contains("no_such_verifier.py") && e.contains("No such file"),
+        "{e}"
+    );
     assert!(!e.contains("safetensors"), "weights were read first: {e}");
     assert!(!run.exists(), "nothing written");
     // The same through `score --recipe`.
     let input = d.path().join("rows.jsonl");
     std::fs::write(&input, "{\"completion\": \"c\"}\n").unwrap();
-    let e = failure(&["score", "--recipe", path.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    let e = failure(&[
+        "score",
+        "--recipe",
+        path.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     assert!(e.contains("No such file"), "{e}");
     // A program that is not installed at all.
-    let recipe = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("[\"python3\", \"no_such_verifier.py\"]", "[\"no-such-program-llmrl\"]");
+    let recipe = std::fs::read_to_string(&path).unwrap().replace(
+        "[\"python3\", \"no_such_verifier.py\"]",
+        "[\"no-such-program-llmrl\"]",
+    );
     std::fs::write(&path, recipe).unwrap();
-    let e = failure(&["train", path.to_str().unwrap(), "--out", run.to_str().unwrap()]);
-    assert!(e.contains("could not start") && e.contains("no-such-program-llmrl"), "{e}");
+    let e = failure(&[
+        "train",
+        path.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("could not start") && e.contains("no-such-program-llmrl"),
+        "{e}"
+    );
     assert!(!run.exists(), "nothing written");
 }
