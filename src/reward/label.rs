@@ -452,8 +452,8 @@ fn parse_truth(v: &Value, labels: &[String; 2]) -> std::result::Result<Option<bo
         Value::Null => Ok(None),
         Value::Bool(b) => Ok(Some(*b)),
         Value::Number(n) => match n.as_f64() {
-            Some(x) if x == 1.0 => Ok(Some(true)),
-            Some(x) if x == 0.0 => Ok(Some(false)),
+            Some(1.0) => Ok(Some(true)),
+            Some(0.0) => Ok(Some(false)),
             _ => Err(bad()),
         },
         Value::String(s) => {
