@@ -107,20 +107,26 @@ pub struct EvalArgs {
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
-    /// Take the verifier from this recipe...
-    #[arg(long, conflicts_with = "verifier")]
+    /// Take the judge from this recipe's [judge] table, else its [verifier]...
+    #[arg(long, conflicts_with_all = ["verifier", "judge"])]
     pub recipe: Option<PathBuf>,
-    /// ...or name a built-in verifier with its defaults (countdown, math).
-    #[arg(long)]
+    /// ...or name a built-in verifier with its defaults (countdown, math)...
+    #[arg(long, conflicts_with = "judge")]
     pub verifier: Option<String>,
+    /// ...or give a judge config (TOML: `name = "label"`, `model = ...`, or a [judge] table).
+    #[arg(long)]
+    pub judge: Option<PathBuf>,
     /// JSONL: each line the example's fields plus the completion.
     #[arg(long)]
     pub input: PathBuf,
     /// Where to write the scored JSONL (default: INPUT with .scored.jsonl).
-    #[arg(long)]
+    #[arg(long = "out", visible_alias = "output")]
     pub output: Option<PathBuf>,
     #[arg(long, default_value = "completion")]
     pub completion_field: String,
+    /// Where a judge model runs.
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -499,25 +505,75 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
 }
 
 fn cmd_score(a: ScoreArgs) -> Result<()> {
-    let cfg: crate::reward::VerifierConfig = match (&a.recipe, &a.verifier) {
-        (Some(r), _) => recipe::load_recipe(r, &[])?.verifier,
-        (None, Some(name)) => toml::from_str(&format!("name = {name:?}"))
-            .with_context(|| format!("verifier `{name}`"))?,
-        (None, None) => bail!("give --recipe R or --verifier NAME (countdown, math)"),
+    use crate::reward::JudgeConfig;
+    let parent = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
     };
-    let v = crate::reward::build(&cfg)?;
+    let (mut cfg, base_dir): (JudgeConfig, PathBuf) = match (&a.recipe, &a.verifier, &a.judge) {
+        (Some(r), _, _) => match judge_table(r)? {
+            Some(j) => (j, parent(r)),
+            None => (recipe::load_recipe(r, &[])?.verifier.into(), parent(r)),
+        },
+        (None, Some(name), _) => (
+            toml::from_str(&format!("name = {name:?}"))
+                .with_context(|| format!("verifier `{name}`"))?,
+            PathBuf::from("."),
+        ),
+        (None, None, Some(j)) => {
+            let cfg = match judge_table(j)? {
+                Some(cfg) => cfg,
+                None => toml::from_str(&read_text(j)?)
+                    .with_context(|| format!("{}: not a judge config", j.display()))?,
+            };
+            (cfg, parent(j))
+        }
+        (None, None, None) => {
+            bail!("give --judge JUDGE.toml, --recipe R or --verifier NAME (countdown, math)")
+        }
+    };
+    cfg.resolve_paths(&base_dir);
+    anyhow::ensure!(
+        a.input.is_file(),
+        "input {} not found; hint: a JSONL file, one object per line",
+        a.input.display()
+    );
     let output = a
         .output
         .clone()
         .unwrap_or_else(|| a.input.with_extension("scored.jsonl"));
     if output.exists() {
         bail!(
-            "{} exists; refusing to overwrite it (pass another --output)",
+            "{} exists; refusing to overwrite it (pass another --out)",
             output.display()
         );
     }
-    let summary = crate::reward::score_file(v.as_ref(), &a.input, &output, &a.completion_field)?;
+    let (device, dtype) = if cfg.needs_model() {
+        parse_device(&a.device.device)?
+    } else {
+        (Device::Cpu, DType::F32)
+    };
+    let judge = crate::reward::build_judge(&cfg, &device, dtype)?;
+    let summary =
+        crate::reward::score_file(judge.as_ref(), &a.input, &output, &a.completion_field)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     eprintln!("scores written to {}", output.display());
     Ok(())
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The `[judge]` table of a TOML file, if it has one.
+fn judge_table(path: &Path) -> Result<Option<crate::reward::JudgeConfig>> {
+    let doc: toml::Table = toml::from_str(&read_text(path)?)
+        .with_context(|| format!("{}: not TOML", path.display()))?;
+    doc.get("judge")
+        .map(|t| {
+            t.clone()
+                .try_into()
+                .with_context(|| format!("{}: [judge]", path.display()))
+        })
+        .transpose()
 }

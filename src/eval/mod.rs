@@ -3,6 +3,7 @@
 //! The sampling loop that produces the samples lives with generation; this module only turns
 //! scores and completions into numbers, so it is testable without a model.
 
+pub mod binary;
 pub mod run;
 pub mod stats;
 

@@ -7,11 +7,17 @@
 //!
 //! Variants are chosen by [`VerifierConfig`], an internally tagged enum read from the recipe
 //! (`[verifier] name = "countdown"`) and dispatched in exactly one place, [`build`].
+//!
+//! A [`Judge`] is the batched, possibly model-backed generalization (`judge.rs`): it sees the
+//! prompt, the completion and the example's fields for a batch of rows. Every verifier is a
+//! judge; [`label::LabelJudge`] is the first that holds a model. [`JudgeConfig`] names them all.
 //! Not here: exploration bonuses (i-MENTOR) and reward shaping, which live in `algo`.
 
 pub mod countdown;
 pub mod exact;
 pub mod external;
+pub mod judge;
+pub mod label;
 pub mod math;
 mod score_file;
 
@@ -21,6 +27,8 @@ use crate::data::Example;
 
 pub use countdown::{canonical_equation, CountdownConfig, CountdownVerifier};
 pub use external::{ExternalConfig, ExternalVerifier};
+pub use judge::{build_judge, Judge, JudgeConfig, JudgeRow, P_POSITIVE};
+pub use label::{LabelConfig, LabelJudge};
 pub use math::{MathConfig, MathVerifier};
 pub use score_file::{score_file, ScoreSummary};
 
@@ -65,6 +73,30 @@ pub trait Verifier: Send + Sync {
     /// type). Errors here are dataset errors, meant to be raised at load time.
     fn validate(&self, _example: &Example) -> anyhow::Result<()> {
         Ok(())
+    }
+
+    /// Scores many rows, in row order. Verifiers are pure, so by default rows run in parallel;
+    /// the external verifier spreads them over its worker processes instead.
+    fn score_batch(&self, rows: &[(&Example, &str)]) -> Vec<Score> {
+        use rayon::prelude::*;
+        rows.par_iter().map(|(ex, c)| self.score(ex, c)).collect()
+    }
+}
+
+/// A boxed verifier (what [`build`] returns) is a verifier, hence also a [`Judge`].
+impl<V: Verifier + ?Sized> Verifier for Box<V> {
+    // Qualified calls: `Judge` (in scope here) has methods of the same names.
+    fn score(&self, example: &Example, completion: &str) -> Score {
+        Verifier::score(&**self, example, completion)
+    }
+    fn name(&self) -> &str {
+        Verifier::name(&**self)
+    }
+    fn validate(&self, example: &Example) -> anyhow::Result<()> {
+        Verifier::validate(&**self, example)
+    }
+    fn score_batch(&self, rows: &[(&Example, &str)]) -> Vec<Score> {
+        Verifier::score_batch(&**self, rows)
     }
 }
 
@@ -159,10 +191,11 @@ mod tests {
         for (cfg, name) in [
             ("name = \"countdown\"", "countdown"),
             ("name = \"math\"", "math"),
-            ("name = \"external\"\ncommand = [\"true\"]", "external"),
+            // A program that stays running (the verifier starts it when built).
+            ("name = \"external\"\ncommand = [\"cat\"]", "external"),
         ] {
             let cfg: VerifierConfig = toml::from_str(cfg).unwrap();
-            assert_eq!(build(&cfg).unwrap().name(), name);
+            assert_eq!(Verifier::name(&build(&cfg).unwrap()), name);
         }
     }
 }

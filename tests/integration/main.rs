@@ -8,4 +8,5 @@ mod common;
 mod generation;
 mod gguf;
 mod golden;
+mod judge;
 mod tree_mdp;
