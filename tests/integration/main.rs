@@ -4,6 +4,7 @@
 mod algo;
 mod cli;
 mod common;
+mod dpo;
 mod generation;
 mod gguf;
 mod golden;
