@@ -191,12 +191,13 @@ impl PreferenceLoss {
         let delta = (batch.policy_logp - batch.ref_logp.detach())?; // (S,)
         let delta_w = delta.index_select(&chosen, 0)?; // (G,)
         let delta_l = delta.index_select(&rejected, 0)?; // (R,)
-                                                         // β(Δ_j − Δ_w) for every rejected j, beside its own group's chosen.
+
+        // β(Δ_j − Δ_w) for every rejected j, beside its own group's chosen.
         let z = ((delta_l - delta_w.index_select(&owner, 0)?)? * self.beta)?; // (R,)
         let example_loss = match self.kind {
             PreferenceKind::Dpo => {
+                // Per pair h = β(Δ_w − Δ_l) = −z; the example's loss is the mean of its k_g pairs.
                 let pair = smoothed_nll_sigmoid(&z.neg()?, self.label_smoothing)?; // (R,)
-                                                                                   // Mean over the group's pairs: Σ_pairs loss / k_g.
                 let inv_k: Vec<f64> = groups.rejected.iter().map(|&k| 1.0 / k as f64).collect();
                 let inv_k = Tensor::from_vec(inv_k, g, dev)?.to_dtype(z.dtype())?; // (G,)
                 (pair * inv_k.index_select(&owner, 0)?)?.sum_all()?
@@ -223,36 +224,40 @@ impl PreferenceLoss {
         let (delta, policy) = (host(delta)?, host(policy)?);
         let (chosen, rejected, owner) = groups.rows();
         let reward = |i: u32| self.beta * delta[i as usize];
-        let mean = |x: &mut dyn Iterator<Item = f64>, n: usize| x.sum::<f64>() / n as f64;
-        let (g, r) = (chosen.len(), rejected.len());
-        let pair = |j: usize| (reward(chosen[owner[j] as usize]), reward(rejected[j]));
+        // (chosen reward, rejected reward) of every pair.
+        let pairs: Vec<(f64, f64)> = (0..rejected.len())
+            .map(|j| (reward(chosen[owner[j] as usize]), reward(rejected[j])))
+            .collect();
         let mut m = Metrics::new();
-        m.insert(
-            "rewards/chosen".into(),
-            mean(&mut chosen.iter().map(|&i| reward(i)), g),
+        let mut put = |name: &str, xs: Vec<f64>| {
+            m.insert(name.into(), xs.iter().sum::<f64>() / xs.len() as f64);
+        };
+        put(
+            "rewards/chosen",
+            chosen.iter().map(|&i| reward(i)).collect(),
         );
-        m.insert(
-            "rewards/rejected".into(),
-            mean(&mut rejected.iter().map(|&i| reward(i)), r),
+        put(
+            "rewards/rejected",
+            rejected.iter().map(|&i| reward(i)).collect(),
         );
-        m.insert(
-            "rewards/accuracies".into(),
-            mean(
-                &mut (0..r).map(|j| f64::from(u8::from(pair(j).0 > pair(j).1))),
-                r,
-            ),
+        put(
+            "rewards/accuracies",
+            pairs
+                .iter()
+                .map(|(w, l)| f64::from(u8::from(w > l)))
+                .collect(),
         );
-        m.insert(
-            "rewards/margins".into(),
-            mean(&mut (0..r).map(|j| pair(j).0 - pair(j).1), r),
+        put(
+            "rewards/margins",
+            pairs.iter().map(|(w, l)| w - l).collect(),
         );
-        m.insert(
-            "logps/chosen".into(),
-            mean(&mut chosen.iter().map(|&i| policy[i as usize]), g),
+        put(
+            "logps/chosen",
+            chosen.iter().map(|&i| policy[i as usize]).collect(),
         );
-        m.insert(
-            "logps/rejected".into(),
-            mean(&mut rejected.iter().map(|&i| policy[i as usize]), r),
+        put(
+            "logps/rejected",
+            rejected.iter().map(|&i| policy[i as usize]).collect(),
         );
         Ok(m)
     }
