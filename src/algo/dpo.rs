@@ -550,7 +550,7 @@ mod tests {
         let loss = PreferenceLoss::new(PreferenceKind::Sdpo, &cfg).unwrap();
         let p = [-1.0, -2.0, -3.0, -4.0, -0.5, -1.5, -2.5];
         let r = [-1.5, -1.0, -3.5, -3.0, -1.0, -1.0, -2.0];
-        let all = PreferenceGroups::new(vec![3, 1]).unwrap();
+        let all = PreferenceGroups::new(vec![3, 2]).unwrap();
         let eval = |lo: usize, hi: usize, g: &PreferenceGroups, total: usize| {
             let pt = Tensor::new(&p[lo..hi], &dev).unwrap();
             let rt = Tensor::new(&r[lo..hi], &dev).unwrap();
@@ -564,7 +564,7 @@ mod tests {
         };
         let whole = eval(0, 7, &all, 2);
         let first = eval(0, 4, &PreferenceGroups::new(vec![3]).unwrap(), 2);
-        let second = eval(4, 7, &PreferenceGroups::new(vec![1]).unwrap(), 2);
+        let second = eval(4, 7, &PreferenceGroups::new(vec![2]).unwrap(), 2);
         assert!((whole - (first + second)).abs() < 1e-14);
     }
 
