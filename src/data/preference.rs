@@ -271,4 +271,23 @@ mod tests {
         assert_eq!(p.chosen, "g");
         assert_eq!(p.rejected.len(), 2);
     }
+
+    #[test]
+    fn recipe_source_preference_loads_through_data_load() {
+        #[derive(Deserialize)]
+        struct Recipe {
+            data: crate::data::DataConfig,
+        }
+        let (dir, _) = dataset(&[r#"{"prompt": "p", "chosen": "c", "rejected": "r"}"#]);
+        let r: Recipe =
+            toml::from_str("data = { source = \"preference\", path = \"prefs.jsonl\" }").unwrap();
+        let rows = crate::data::load(&r.data, dir.path()).unwrap();
+        assert_eq!(rows[0].fields["rejected"], serde_json::json!(["r"]));
+        let err =
+            toml::from_str::<Recipe>("data = { source = \"preference\", path = \"x\", k = 1 }")
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(err.contains("unknown field `k`"), "{err}");
+    }
 }
