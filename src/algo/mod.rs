@@ -7,6 +7,7 @@
 //! the sampled token, and the full-vocabulary mean log-prob that ROVER's successor value needs).
 //! The algorithm never sees datasets, text or files.
 
+pub mod dpo;
 pub mod grpo;
 pub mod rover;
 

@@ -27,6 +27,7 @@ pub mod countdown;
 pub mod cursor;
 pub mod jsonl;
 pub mod math;
+pub mod preference;
 pub mod prompt;
 pub mod table;
 
@@ -59,6 +60,9 @@ pub enum DataConfig {
     Gsm8k(Gsm8kConfig),
     /// MATH-style JSONL (MATH-500, AIME 2024): `problem` becomes `question`.
     Math(MathConfig),
+    /// `{prompt, chosen, rejected}` rows (TRL's preference format) for DPO / S-DPO, validated at
+    /// load; JSON Lines or Parquet like `jsonl`.
+    Preference(preference::PreferenceConfig),
 }
 
 /// Load the examples `cfg` describes; relative paths are resolved against `base_dir` (the
@@ -69,6 +73,7 @@ pub fn load(cfg: &DataConfig, base_dir: &Path) -> Result<Vec<Example>> {
         DataConfig::Countdown(c) => c.examples()?,
         DataConfig::Gsm8k(c) => c.load(base_dir)?,
         DataConfig::Math(c) => c.load(base_dir)?,
+        DataConfig::Preference(c) => c.load(base_dir)?,
     };
     if examples.is_empty() {
         bail!("the dataset is empty; hint: check the [data] table of the recipe ({cfg:?})");
