@@ -7,4 +7,5 @@ mod common;
 mod generation;
 mod gguf;
 mod golden;
+mod rec_baseline;
 mod tree_mdp;
