@@ -609,8 +609,16 @@ mod rec_cli {
             }
             let mut parts = parts.into_iter();
             let mut next = || parts.next().unwrap_or_default();
-            let splits = Splits { train: next(), valid: next(), test: next() };
-            let src = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(",");
+            let splits = Splits {
+                train: next(),
+                valid: next(),
+                test: next(),
+            };
+            let src = files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",");
             return Ok((splits, items, src));
         }
         let log = match (&a.inter, &a.sequences) {
@@ -628,7 +636,10 @@ mod rec_cli {
     fn baseline(a: BaselineArgs) -> Result<()> {
         ensure!(!a.models.is_empty(), "give at least one --model");
         if a.out.exists() && std::fs::read_dir(&a.out)?.next().is_some() {
-            bail!("{} exists and is not empty; choose another --out", a.out.display());
+            bail!(
+                "{} exists and is not empty; choose another --out",
+                a.out.display()
+            );
         }
         let cfg = SasRecConfig {
             hidden: a.hidden,
@@ -636,7 +647,9 @@ mod rec_cli {
             dropout: a.dropout,
             max_len: a.history,
             loss: match a.loss {
-                LossArg::Bce => SasRecLoss::Bce { negatives: a.negatives },
+                LossArg::Bce => SasRecLoss::Bce {
+                    negatives: a.negatives,
+                },
                 LossArg::Softmax => SasRecLoss::Softmax,
             },
             learning_rate: a.learning_rate,
@@ -662,37 +675,46 @@ mod rec_cli {
         let mut results: Vec<(BaselineModel, Evaluation, serde_json::Value)> = Vec::new();
         for &m in &a.models {
             let t0 = std::time::Instant::now();
-            let (eval, extra) = match m {
-                BaselineModel::Popularity => {
-                    let pop = Popularity::fit(&splits.train, items.len());
-                    (baselines::evaluate(&pop, &splits.test, a.history_rule, 256)?, serde_json::json!({}))
-                }
-                BaselineModel::Sasrec => {
-                    let ckpt = a.out.join("sasrec.safetensors");
-                    let mut show = |e: &sasrec::EpochLog| {
-                        eprintln!(
+            let (eval, extra) =
+                match m {
+                    BaselineModel::Popularity => {
+                        let pop = Popularity::fit(&splits.train, items.len());
+                        (
+                            baselines::evaluate(&pop, &splits.test, a.history_rule, 256)?,
+                            serde_json::json!({}),
+                        )
+                    }
+                    BaselineModel::Sasrec => {
+                        let ckpt = a.out.join("sasrec.safetensors");
+                        let mut show =
+                            |e: &sasrec::EpochLog| {
+                                eprintln!(
                             "sasrec epoch {:>3}: loss {:.4}  valid NDCG@10 {:.4}  {:.1} s{}",
                             e.epoch, e.train_loss, e.valid_ndcg10, e.seconds,
                             if e.best { "  (best)" } else { "" }
                         )
-                    };
-                    let fit = sasrec::Fit {
-                        n_items: items.len(),
-                        train: &splits.train,
-                        valid: &splits.valid,
-                        rule: a.history_rule,
-                    };
-                    let (model, logs) =
-                        sasrec::train(&cfg, &fit, &ckpt, &candle_core::Device::Cpu, &mut show)?;
-                    let best = logs.iter().rev().find(|l| l.best).map_or(0, |l| l.epoch);
-                    let per_epoch = logs.iter().map(|l| l.seconds).sum::<f64>() / logs.len().max(1) as f64;
-                    let extra = serde_json::json!({
-                        "config": cfg, "best_epoch": best, "seconds_per_epoch": per_epoch,
-                        "checkpoint": ckpt.display().to_string(), "epochs": logs,
-                    });
-                    (baselines::evaluate(&model, &splits.test, a.history_rule, 256)?, extra)
-                }
-            };
+                            };
+                        let fit = sasrec::Fit {
+                            n_items: items.len(),
+                            train: &splits.train,
+                            valid: &splits.valid,
+                            rule: a.history_rule,
+                        };
+                        let (model, logs) =
+                            sasrec::train(&cfg, &fit, &ckpt, &candle_core::Device::Cpu, &mut show)?;
+                        let best = logs.iter().rev().find(|l| l.best).map_or(0, |l| l.epoch);
+                        let per_epoch =
+                            logs.iter().map(|l| l.seconds).sum::<f64>() / logs.len().max(1) as f64;
+                        let extra = serde_json::json!({
+                            "config": cfg, "best_epoch": best, "seconds_per_epoch": per_epoch,
+                            "checkpoint": ckpt.display().to_string(), "epochs": logs,
+                        });
+                        (
+                            baselines::evaluate(&model, &splits.test, a.history_rule, 256)?,
+                            extra,
+                        )
+                    }
+                };
             let secs = t0.elapsed().as_secs_f64();
             let mut rows = String::new();
             for (ex, r) in splits.test.iter().zip(&eval.rows) {
@@ -706,7 +728,11 @@ mod rec_cli {
             }
             eprintln!(
                 "{}: HR@5 {:.4}  HR@10 {:.4}  NDCG@5 {:.4}  NDCG@10 {:.4}",
-                m.name(), eval.summary.hr(5), eval.summary.hr(10), eval.summary.ndcg(5), eval.summary.ndcg(10)
+                m.name(),
+                eval.summary.hr(5),
+                eval.summary.hr(10),
+                eval.summary.ndcg(5),
+                eval.summary.ndcg(10)
             );
             results.push((m, eval, v));
         }
@@ -714,8 +740,10 @@ mod rec_cli {
         if let Some((base, base_eval, _)) = results.first() {
             for (m, e, _) in &results[1..] {
                 let d = baselines::paired_differences(e, base_eval, a.bootstrap, a.seed)?;
-                let d: serde_json::Map<String, serde_json::Value> =
-                    d.into_iter().map(|(k, i)| (k, serde_json::json!(i))).collect();
+                let d: serde_json::Map<String, serde_json::Value> = d
+                    .into_iter()
+                    .map(|(k, i)| (k, serde_json::json!(i)))
+                    .collect();
                 diffs.insert(format!("{} - {}", m.name(), base.name()), d.into());
             }
         }
@@ -734,7 +762,10 @@ mod rec_cli {
             "differences_95ci": diffs,
             "git_commit": crate::run_dir::git_commit(),
         });
-        std::fs::write(a.out.join("metrics.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+        std::fs::write(
+            a.out.join("metrics.json"),
+            serde_json::to_string_pretty(&summary)? + "\n",
+        )?;
         eprintln!("wrote {}", a.out.join("metrics.json").display());
         Ok(())
     }

@@ -118,8 +118,14 @@ pub fn paired_differences(
     let mut out = Vec::new();
     for &k in &KS {
         for (name, ndcg) in [("HR", false), ("NDCG", true)] {
-            let (x, y) = (metrics::column(&a.rows, ndcg, k), metrics::column(&b.rows, ndcg, k));
-            out.push((format!("{name}@{k}"), metrics::paired_bootstrap(&x, &y, resamples, seed)?));
+            let (x, y) = (
+                metrics::column(&a.rows, ndcg, k),
+                metrics::column(&b.rows, ndcg, k),
+            );
+            out.push((
+                format!("{name}@{k}"),
+                metrics::paired_bootstrap(&x, &y, resamples, seed)?,
+            ));
         }
     }
     Ok(out)
@@ -156,8 +162,17 @@ mod tests {
 
     #[test]
     fn differences_cover_every_k() {
-        let a = Evaluation { rows: vec![RowMetrics { hr: [1.0; 5], ndcg: [1.0; 5] }], summary: Summary::new(&[]) };
-        let b = Evaluation { rows: vec![RowMetrics::default()], summary: Summary::new(&[]) };
+        let a = Evaluation {
+            rows: vec![RowMetrics {
+                hr: [1.0; 5],
+                ndcg: [1.0; 5],
+            }],
+            summary: Summary::new(&[]),
+        };
+        let b = Evaluation {
+            rows: vec![RowMetrics::default()],
+            summary: Summary::new(&[]),
+        };
         let d = paired_differences(&a, &b, 10, 0).unwrap();
         assert_eq!(d.len(), 10);
         assert_eq!(d[0].0, "HR@1");

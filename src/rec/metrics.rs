@@ -57,12 +57,21 @@ pub struct RowMetrics {
 
 /// The ranking with history items removed (rule `Exclude`) or unchanged (`Allow`); emptied
 /// entries are dropped.
-pub fn apply_history_rule(ranking: &[Vec<u32>], history: &[u32], rule: HistoryRule) -> Vec<Vec<u32>> {
+pub fn apply_history_rule(
+    ranking: &[Vec<u32>],
+    history: &[u32],
+    rule: HistoryRule,
+) -> Vec<Vec<u32>> {
     match rule {
         HistoryRule::Allow => ranking.to_vec(),
         HistoryRule::Exclude => ranking
             .iter()
-            .map(|e| e.iter().copied().filter(|i| !history.contains(i)).collect::<Vec<_>>())
+            .map(|e| {
+                e.iter()
+                    .copied()
+                    .filter(|i| !history.contains(i))
+                    .collect::<Vec<_>>()
+            })
             .filter(|e| !e.is_empty())
             .collect(),
     }
@@ -130,7 +139,10 @@ impl Summary {
                 ndcg: rows.iter().map(|r| r.ndcg[j]).sum::<f64>() / n,
             })
             .collect();
-        Self { rows: rows.len(), at }
+        Self {
+            rows: rows.len(),
+            at,
+        }
     }
 
     /// NDCG@k (0 for a k not in [`KS`]).
@@ -236,7 +248,10 @@ mod tests {
         // 0-based rank 2: misses K = 1; hits K ≥ 3 with NDCG = 1/log2(4) = 0.5.
         assert_eq!(m.hr, [0.0, 1.0, 1.0, 1.0, 1.0]);
         assert_eq!(m.ndcg, [0.0, 0.5, 0.5, 0.5, 0.5]);
-        assert_eq!(row_metrics(&ranking, 42, TieRule::Expected), RowMetrics::default());
+        assert_eq!(
+            row_metrics(&ranking, 42, TieRule::Expected),
+            RowMetrics::default()
+        );
     }
 
     #[test]
@@ -260,7 +275,10 @@ mod tests {
     #[test]
     fn history_rule_removes_history_items_everywhere() {
         let ranking = vec![vec![3], vec![1, 2], vec![5]];
-        assert_eq!(apply_history_rule(&ranking, &[3, 2], HistoryRule::Allow), ranking);
+        assert_eq!(
+            apply_history_rule(&ranking, &[3, 2], HistoryRule::Allow),
+            ranking
+        );
         let ex = apply_history_rule(&ranking, &[3, 2], HistoryRule::Exclude);
         assert_eq!(ex, vec![vec![1], vec![5]]);
         // Target 5 moves from rank 3 to rank 1 once the history is gone.

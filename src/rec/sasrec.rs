@@ -142,7 +142,13 @@ impl Noise<'_> {
         let keep = 1.0 / (1.0 - self.p) as f32;
         let n = x.elem_count();
         let mask: Vec<f32> = (0..n)
-            .map(|_| if self.rng.random::<f64>() < self.p { 0.0 } else { keep })
+            .map(|_| {
+                if self.rng.random::<f64>() < self.p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
         Ok(x.mul(&mask)?)
@@ -161,7 +167,12 @@ fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 impl SasRec {
     /// Fresh parameters: embeddings uniform with std 0.02, linear weights as torch's `Linear`,
     /// biases 0, LayerNorm weights 1; the padding row is 0.
-    pub fn new(cfg: &SasRecConfig, n_items: usize, rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
+    pub fn new(
+        cfg: &SasRecConfig,
+        n_items: usize,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<Self> {
         cfg.validate()?;
         ensure!(n_items >= 1, "sasrec needs a non-empty catalogue");
         let d = cfg.hidden;
@@ -205,11 +216,19 @@ impl SasRec {
         // The padding row starts (and, having no gradient from masked positions, mostly stays) 0.
         let emb = &params[0].1;
         let zero_row = Tensor::zeros((1, d), DType::F32, device)?;
-        emb.set(&Tensor::cat(&[&zero_row, &emb.as_tensor().narrow(0, 1, n_items)?], 0)?)?;
+        emb.set(&Tensor::cat(
+            &[&zero_row, &emb.as_tensor().narrow(0, 1, n_items)?],
+            0,
+        )?)?;
         Ok(Self::from_params(cfg.clone(), n_items, params, device))
     }
 
-    fn from_params(cfg: SasRecConfig, n_items: usize, params: Vec<(String, Var)>, device: &Device) -> Self {
+    fn from_params(
+        cfg: SasRecConfig,
+        n_items: usize,
+        params: Vec<(String, Var)>,
+        device: &Device,
+    ) -> Self {
         let by_name = params.iter().cloned().collect();
         Self {
             cfg,
@@ -289,7 +308,11 @@ impl SasRec {
                 Ok(t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous()?) // (B, H, L, Dh)
             };
             let hn = layer_norm(&x, p("ln1.weight")?, p("ln1.bias")?)?;
-            let (q, k, v) = (heads(lin(&hn, "q")?)?, heads(lin(&hn, "k")?)?, heads(lin(&hn, "v")?)?);
+            let (q, k, v) = (
+                heads(lin(&hn, "q")?)?,
+                heads(lin(&hn, "k")?)?,
+                heads(lin(&hn, "v")?)?,
+            );
             let att = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?.broadcast_add(&mask)?; // (B, H, L, L)
             let att = dropout(&candle_nn::ops::softmax(&att, D::Minus1)?)?;
             let o = att.matmul(&v)?.transpose(1, 2)?.reshape((b, l, d))?; // (B, L, D)
@@ -341,9 +364,12 @@ impl SasRec {
                 let e = self.p("item_emb")?.index_select(&ids, 0)?; // (B·(1+M), D)
                 let e = e.reshape((b, 1 + negatives, self.cfg.hidden))?;
                 let z = e.broadcast_mul(&s.unsqueeze(1)?)?.sum(D::Minus1)?; // (B, 1+M)
-                // −log σ(z) for the target, −log(1 − σ(z)) = softplus(z) for each negative.
-                let sign: Vec<f32> = (0..1 + negatives).map(|j| if j == 0 { -1.0 } else { 1.0 }).collect();
-                let sz = z.broadcast_mul(&Tensor::from_vec(sign, (1, 1 + negatives), &self.device)?)?;
+                                                                            // −log σ(z) for the target, −log(1 − σ(z)) = softplus(z) for each negative.
+                let sign: Vec<f32> = (0..1 + negatives)
+                    .map(|j| if j == 0 { -1.0 } else { 1.0 })
+                    .collect();
+                let sz =
+                    z.broadcast_mul(&Tensor::from_vec(sign, (1, 1 + negatives), &self.device)?)?;
                 let softplus = (sz.relu()? + ((sz.abs()?.neg()?.exp()? + 1.0)?.log()?))?;
                 Ok(softplus.sum(D::Minus1)?.mean_all()?)
             }
@@ -436,7 +462,10 @@ pub fn train(
         rule,
     } = *data;
     ensure!(!train.is_empty(), "sasrec: the train split is empty");
-    ensure!(!valid.is_empty(), "sasrec: the valid split is empty (early stopping needs it)");
+    ensure!(
+        !valid.is_empty(),
+        "sasrec: the valid split is empty (early stopping needs it)"
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let model = SasRec::new(cfg, n_items, &mut rng, device)?;
     let mut opt = AdamW::new(
@@ -465,7 +494,9 @@ pub fn train(
             batches += 1;
         }
         let seconds = t0.elapsed().as_secs_f64();
-        let ndcg = baselines::evaluate(&model, valid, rule, 256)?.summary.ndcg(10);
+        let ndcg = baselines::evaluate(&model, valid, rule, 256)?
+            .summary
+            .ndcg(10);
         let improved = ndcg > best;
         if improved {
             best = ndcg;
@@ -550,20 +581,21 @@ mod tests {
                 valid: &s.valid,
                 rule: HistoryRule::Allow,
             };
-            let (model, logs) = train(
-                &small(loss),
-                &fit,
-                &ckpt,
-                &Device::Cpu,
-                &mut |_| {},
-            )
-            .unwrap();
+            let (model, logs) =
+                train(&small(loss), &fit, &ckpt, &Device::Cpu, &mut |_| {}).unwrap();
             let (first, last) = (logs[0].train_loss, logs[logs.len() - 1].train_loss);
             assert!(last < 0.5 * first, "{loss:?}: loss {first} -> {last}");
-            let sas = evaluate(&model, &s.test, HistoryRule::Allow, 16).unwrap().summary;
+            let sas = evaluate(&model, &s.test, HistoryRule::Allow, 16)
+                .unwrap()
+                .summary;
             let pop = Popularity::fit(&s.train, n);
-            let pop = evaluate(&pop, &s.test, HistoryRule::Allow, 16).unwrap().summary;
-            assert!(sas.ndcg(10) > pop.ndcg(10) + 0.3, "{loss:?}: sasrec {sas:?} pop {pop:?}");
+            let pop = evaluate(&pop, &s.test, HistoryRule::Allow, 16)
+                .unwrap()
+                .summary;
+            assert!(
+                sas.ndcg(10) > pop.ndcg(10) + 0.3,
+                "{loss:?}: sasrec {sas:?} pop {pop:?}"
+            );
             assert!(sas.hr(1) > 0.8, "{loss:?}: {sas:?}");
         }
     }
@@ -581,9 +613,14 @@ mod tests {
             let grads = l.backward().unwrap();
             assert_eq!(model.params().len(), 4 + 2 * 15);
             for (name, var) in model.params() {
-                let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient"));
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no gradient"));
                 let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
-                assert!(g.iter().all(|x| x.is_finite()), "{name}: non-finite gradient");
+                assert!(
+                    g.iter().all(|x| x.is_finite()),
+                    "{name}: non-finite gradient"
+                );
                 assert!(g.iter().any(|&x| x != 0.0), "{name}: all-zero gradient");
             }
         }
@@ -604,7 +641,13 @@ mod tests {
         a.save(&p).unwrap();
         c.load(&p).unwrap();
         assert_eq!(a.score(&h).unwrap(), c.score(&h).unwrap());
-        let other = SasRec::new(&SasRecConfig { hidden: 8, ..cfg }, n, &mut ChaCha8Rng::seed_from_u64(5), &dev).unwrap();
+        let other = SasRec::new(
+            &SasRecConfig { hidden: 8, ..cfg },
+            n,
+            &mut ChaCha8Rng::seed_from_u64(5),
+            &dev,
+        )
+        .unwrap();
         assert!(other.load(&p).unwrap_err().to_string().contains("expects"));
     }
 }

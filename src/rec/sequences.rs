@@ -511,7 +511,12 @@ pub fn parse_py_list(s: &str) -> Result<Vec<String>, String> {
         match chars.next() {
             None => break,
             Some(',') => continue,
-            Some(x) => return Err(format!("expected `,` or `]`, found `{x}` in `{}`", short(t))),
+            Some(x) => {
+                return Err(format!(
+                    "expected `,` or `]`, found `{x}` in `{}`",
+                    short(t)
+                ))
+            }
         }
     }
     Ok(out)
@@ -577,7 +582,11 @@ pub fn read_minionerec_csv(path: &Path) -> Result<Vec<CsvExample>> {
             .collect::<Result<Vec<_>>>()?;
         let sid = parse_sid(at(6)).map_err(|e| ctx("item_sid", e))?;
         let item_id = at(4).trim().to_string();
-        ensure!(!item_id.is_empty(), "{} row {row}: empty item_id", path.display());
+        ensure!(
+            !item_id.is_empty(),
+            "{} row {row}: empty item_id",
+            path.display()
+        );
         out.push(CsvExample {
             user: at(0).trim().to_string(),
             history_titles,
@@ -666,7 +675,13 @@ mod tests {
         let s = log.split(Split::Loo, 10).unwrap();
         let tgt = |v: &[Example]| -> Vec<(String, Vec<String>, String)> {
             v.iter()
-                .map(|e| (e.user.clone(), ids(&log, &e.history), log.items.id(e.target).to_string()))
+                .map(|e| {
+                    (
+                        e.user.clone(),
+                        ids(&log, &e.history),
+                        log.items.id(e.target).to_string(),
+                    )
+                })
                 .collect()
         };
         let sv = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -678,7 +693,10 @@ mod tests {
             ]
         );
         // u2 (2 items) has no valid example: its second-last item has an empty history.
-        assert_eq!(tgt(&s.valid), vec![("u1".into(), sv(&["a", "c", "b"]), "d".into())]);
+        assert_eq!(
+            tgt(&s.valid),
+            vec![("u1".into(), sv(&["a", "c", "b"]), "d".into())]
+        );
         assert_eq!(
             tgt(&s.train),
             vec![
@@ -715,9 +733,10 @@ mod tests {
         assert!(s.valid.is_empty());
         assert_eq!(tt(&s.test), [9., 9., 11.]);
         // Without the tie: 11 examples at t = 1..11 → train 1..8, valid 9, test 10, 11.
-        let text2: String = std::iter::once("user_id:token\titem_id:token\ttimestamp:float\n".to_string())
-            .chain((0..12).map(|i| format!("u\ti{i}\t{i}\n")))
-            .collect();
+        let text2: String =
+            std::iter::once("user_id:token\titem_id:token\ttimestamp:float\n".to_string())
+                .chain((0..12).map(|i| format!("u\ti{i}\t{i}\n")))
+                .collect();
         let log = read_atomic_inter(&write(&dir, "t2.inter", &text2)).unwrap();
         let s = log.split(Split::Time, 3).unwrap();
         assert_eq!(tt(&s.train), [1., 2., 3., 4., 5., 6., 7., 8.]);
@@ -731,14 +750,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(&dir, "x.inter", INTER);
         let log = read_atomic_inter(&p).unwrap();
-        let known: HashSet<String> = ["a", "b", "c", "d", "e", "x", "z"].iter().map(|s| s.to_string()).collect();
-        let e = log.validate_items(&known, "the SID index").unwrap_err().to_string();
+        let known: HashSet<String> = ["a", "b", "c", "d", "e", "x", "z"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let e = log
+            .validate_items(&known, "the SID index")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.inter row 9") && e.contains("`y`"), "{e}");
-        let bad = write(&dir, "b.inter", "user_id:token\titem_id:token\ttimestamp:float\nu\ti\tsoon\n");
+        let bad = write(
+            &dir,
+            "b.inter",
+            "user_id:token\titem_id:token\ttimestamp:float\nu\ti\tsoon\n",
+        );
         let e = read_atomic_inter(&bad).unwrap_err().to_string();
         assert!(e.contains("b.inter row 2") && e.contains("soon"), "{e}");
         let nohdr = write(&dir, "n.inter", "user\titem\n1\t2\n");
-        assert!(read_atomic_inter(&nohdr).unwrap_err().to_string().contains("user_id"));
+        assert!(read_atomic_inter(&nohdr)
+            .unwrap_err()
+            .to_string()
+            .contains("user_id"));
     }
 
     #[test]
@@ -749,7 +781,11 @@ mod tests {
         let s = log.split(Split::Loo, 10).unwrap();
         assert_eq!(ids(&log, &s.test[0].history), ["3", "1"]);
         assert_eq!(log.items.id(s.test[0].target), "2");
-        assert!(log.split(Split::Time, 10).unwrap_err().to_string().contains("no timestamps"));
+        assert!(log
+            .split(Split::Time, 10)
+            .unwrap_err()
+            .to_string()
+            .contains("no timestamps"));
         let meta = write(
             &dir,
             "m.json",
@@ -760,13 +796,19 @@ mod tests {
 
     #[test]
     fn sid_and_python_lists_parse() {
-        assert_eq!(parse_sid("<a_165><b_214><c_252>").unwrap(), ["<a_165>", "<b_214>", "<c_252>"]);
+        assert_eq!(
+            parse_sid("<a_165><b_214><c_252>").unwrap(),
+            ["<a_165>", "<b_214>", "<c_252>"]
+        );
         assert!(parse_sid("<a_1><c_2>").is_err());
         assert!(parse_sid("<a_1><b_x>").is_err());
         assert!(parse_sid("a_1").is_err());
         assert!(parse_sid("<a_1").is_err());
         assert!(parse_sid("").is_err());
-        assert_eq!(parse_py_list("['a', \"b's\", 'c\\'d']").unwrap(), ["a", "b's", "c'd"]);
+        assert_eq!(
+            parse_py_list("['a', \"b's\", 'c\\'d']").unwrap(),
+            ["a", "b's", "c'd"]
+        );
         assert_eq!(parse_py_list("[1, 2.5]").unwrap(), ["1", "2.5"]);
         assert!(parse_py_list("[]").unwrap().is_empty());
         assert!(parse_py_list("'a', 'b'").is_err());
@@ -774,7 +816,8 @@ mod tests {
         assert!(parse_py_list("['a' 'b']").is_err());
     }
 
-    const HDR: &str = "user_id,history_item_title,item_title,history_item_id,item_id,history_item_sid,item_sid\n";
+    const HDR: &str =
+        "user_id,history_item_title,item_title,history_item_id,item_id,history_item_sid,item_sid\n";
 
     #[test]
     fn minionerec_csv_reads_and_each_bad_row_is_named() {
@@ -793,22 +836,37 @@ mod tests {
         assert_eq!(items.id(ex[0].history[0]), "12");
         let known: HashSet<String> = ["11", "13"].iter().map(|s| s.to_string()).collect();
         let e = validate_csv_items(Path::new("g.csv"), &rows, &known, "the index").unwrap_err();
-        assert!(e.to_string().contains("row 2") && e.to_string().contains("`12`"), "{e}");
+        assert!(
+            e.to_string().contains("row 2") && e.to_string().contains("`12`"),
+            "{e}"
+        );
 
         let ok_row = "1,['t'],T,[1],2,['<a_1><b_1>'],<a_2><b_2>\n";
         let cases = [
             ("1,[],T,[],2,[],<a_2><b_2>\n", "empty history"),
             ("1,['t'],T,[1],2,['<a_1><b_1>'],<a_2><c_2>\n", "item_sid"),
-            ("1,['t'],T,[1],2,['<a_1>b_1'],<a_2><b_2>\n", "history_item_sid"),
+            (
+                "1,['t'],T,[1],2,['<a_1>b_1'],<a_2><b_2>\n",
+                "history_item_sid",
+            ),
             ("1,['t'],T,1,2,['<a_1><b_1>'],<a_2><b_2>\n", "not a list"),
-            ("1,['t'],T,\"[1, 3]\",2,['<a_1><b_1>'],<a_2><b_2>\n", "differ in length"),
+            (
+                "1,['t'],T,\"[1, 3]\",2,['<a_1><b_1>'],<a_2><b_2>\n",
+                "differ in length",
+            ),
         ];
         for (i, (bad, want)) in cases.iter().enumerate() {
             let p = write(&dir, &format!("b{i}.csv"), &format!("{HDR}{ok_row}{bad}"));
             let e = read_minionerec_csv(&p).unwrap_err().to_string();
-            assert!(e.contains(&format!("b{i}.csv row 3")) && e.contains(want), "case {i}: {e}");
+            assert!(
+                e.contains(&format!("b{i}.csv row 3")) && e.contains(want),
+                "case {i}: {e}"
+            );
         }
         let p = write(&dir, "h.csv", "user_id,item_id\n1,2\n");
-        assert!(read_minionerec_csv(&p).unwrap_err().to_string().contains("history_item_title"));
+        assert!(read_minionerec_csv(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("history_item_title"));
     }
 }

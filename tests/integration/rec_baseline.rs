@@ -27,19 +27,43 @@ fn rec_baseline_writes_metrics_for_both_rankers() {
     let res = bin()
         .args(["rec", "baseline", "--inter"])
         .arg(&inter)
-        .args(["--model", "popularity", "--model", "sasrec", "--history", "4"])
-        .args(["--hidden", "16", "--max-epochs", "3", "--bootstrap", "100", "--out"])
+        .args([
+            "--model",
+            "popularity",
+            "--model",
+            "sasrec",
+            "--history",
+            "4",
+        ])
+        .args([
+            "--hidden",
+            "16",
+            "--max-epochs",
+            "3",
+            "--bootstrap",
+            "100",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(m["test_users"], 30);
     assert_eq!(m["history_rule"], "allow");
     for model in ["popularity", "sasrec"] {
         let at = m["models"][model]["test"]["at"].as_array().unwrap();
-        assert_eq!(at.iter().map(|a| a["k"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 3, 5, 10, 20]);
+        assert_eq!(
+            at.iter()
+                .map(|a| a["k"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            [1, 3, 5, 10, 20]
+        );
         let rows = std::fs::read_to_string(out.join(format!("{model}.rows.jsonl"))).unwrap();
         assert_eq!(rows.lines().count(), 30);
     }
@@ -70,6 +94,9 @@ fn rec_baseline_names_the_row_of_an_unknown_item() {
     assert!(!res.status.success());
     let err = String::from_utf8_lossy(&res.stderr);
     // u0 walks i0..i5, u1 i5..i10: its i7 is line 1 (header) + 6 (u0) + 3 = 10.
-    assert!(err.contains("walk.inter row 10") && err.contains("`i7`"), "{err}");
+    assert!(
+        err.contains("walk.inter row 10") && err.contains("`i7`"),
+        "{err}"
+    );
     assert!(!dir.path().join("o").join("metrics.json").exists());
 }
