@@ -12,6 +12,7 @@ pub mod generate;
 pub mod model;
 pub mod optim;
 pub mod prompting;
+pub mod rec;
 pub mod recipe;
 pub mod report;
 pub mod reward;

@@ -10,4 +10,5 @@ mod generation;
 mod gguf;
 mod golden;
 mod judge;
+mod rec_baseline;
 mod tree_mdp;

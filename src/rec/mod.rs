@@ -1,0 +1,6 @@
+//! Recommendation adapters: interaction logs and splits, rankers and their metrics.
+
+pub mod baselines;
+pub mod metrics;
+pub mod sasrec;
+pub mod sequences;
