@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Example;
 
-pub use countdown::{canonical_equation, CountdownConfig, CountdownVerifier};
+pub use countdown::{canonical_equation, CountdownConfig, CountdownVerifier, FormatRule};
 pub use external::{ExternalConfig, ExternalVerifier};
 pub use math::{MathConfig, MathVerifier};
 pub use score_file::{score_file, ScoreSummary};
