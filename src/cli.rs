@@ -59,6 +59,10 @@ pub struct ReportArgs {
     /// Moving-average window in steps (1 = none).
     #[arg(long, default_value_t = 1)]
     pub smooth: usize,
+    /// Smooth curves with a debiased EMA of this weight in [0, 1), as TensorBoard's slider
+    /// (0.6 is its default); raw points stay drawn faint underneath.
+    #[arg(long, value_name = "W")]
+    pub ema: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -209,7 +213,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     metrics: a.metrics,
                     out_dir: a.out.clone(),
                     format: a.format,
-                    smooth: a.smooth,
+                    smoothing: crate::report::Smoothing::from_options(a.smooth, a.ema)?,
                 },
             )?;
             eprintln!("wrote {} files to {}", files.len(), a.out.display());

@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::numbers::{smooth, tick_formatter};
+use super::numbers::{tick_formatter, Smoothing};
 use super::{ImageFormat, Run, Series};
 
 /// Tableau 10: distinguishable, colour-blind friendlier than pure RGB.
@@ -35,7 +35,7 @@ pub(super) struct Figure<'a> {
     title: Option<String>,
     panels: Vec<Panel<'a>>,
     legend: Vec<LegendEntry<'a>>,
-    smooth: usize,
+    smoothing: Smoothing,
 }
 
 struct Panel<'a> {
@@ -59,7 +59,7 @@ impl<'a> Figure<'a> {
     pub(super) fn new(
         runs: &'a [Run],
         metrics: &'a [String],
-        smooth: usize,
+        smoothing: Smoothing,
         title: Option<String>,
     ) -> Figure<'a> {
         let color = |i: usize| {
@@ -77,7 +77,7 @@ impl<'a> Figure<'a> {
                         let raw = r.series.get(m).filter(|p| !p.is_empty())?;
                         // None where no window spans two points: a faint copy under the
                         // same line would only blur it.
-                        let smoothed = Some(self::smooth(raw, smooth)).filter(|s| s != raw);
+                        let smoothed = Some(smoothing.apply(raw)).filter(|s| s != raw);
                         Some(Curve {
                             color: color(i),
                             raw,
@@ -102,7 +102,7 @@ impl<'a> Figure<'a> {
             title,
             panels,
             legend,
-            smooth,
+            smoothing,
         }
     }
 
@@ -121,7 +121,7 @@ impl<'a> Figure<'a> {
             .map(|e| legend_label(e).chars().count())
             .max()
             .unwrap_or(0);
-        (longest as u32 * 9 + 60).clamp(140, 360)
+        (longest as u32 * 9 + 60).clamp(140, 460)
     }
 
     /// Pixel size: one big panel for a single metric, 560x360 panels for a grid.
@@ -136,17 +136,32 @@ impl<'a> Figure<'a> {
     }
 }
 
+/// Legend names longer than this are shortened in the middle.
+const MAX_LEGEND_CHARS: usize = 44;
+
 fn legend_label(e: &LegendEntry) -> String {
-    // Long names would push the plot off the figure; keep the start, which usually names the run.
-    let mut name: String = e.name.chars().take(36).collect();
-    if e.name.chars().count() > 36 {
-        name.push('…');
-    }
+    let name = shorten_middle(e.name, MAX_LEGEND_CHARS);
     if e.has_data {
         name
     } else {
         format!("{name} (no data)")
     }
+}
+
+/// Long names would push the plot off the figure. Keep both ends: runs of one experiment share a
+/// prefix (the recipe name) and differ at the end (`… (long-s24-grpo-mb4)`), so cutting the end
+/// made them indistinguishable.
+pub(super) fn shorten_middle(name: &str, max: usize) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= max {
+        return name.to_string();
+    }
+    let head = (max - 1) / 2;
+    let tail = max - 1 - head;
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[chars.len() - tail..]);
+    out
 }
 
 /// Register the embedded font under "sans-serif" once; plotters' ab_glyph text needs it.
@@ -207,9 +222,9 @@ fn draw_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) 
     let (plots, legend) = root.split_horizontally(width.saturating_sub(fig.legend_width()));
     let plots = match &fig.title {
         Some(title) => {
-            let title = match fig.smooth {
-                1 => title.clone(),
-                w => format!("{title} (moving average over {w} steps)"),
+            let title = match fig.smoothing.describe() {
+                None => title.clone(),
+                Some(how) => format!("{title} ({how})"),
             };
             plots.titled(&title, ("sans-serif", 26)).map_err(plot_err)?
         }
@@ -220,8 +235,8 @@ fn draw_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) 
     let cells = plots.split_evenly((rows, cols));
     let single = fig.panels.len() == 1;
     for (panel, area) in fig.panels.iter().zip(&cells) {
-        let caption = match (single, fig.smooth) {
-            (true, w) if w > 1 => format!("{} (moving average over {w} steps)", panel.metric),
+        let caption = match (single, fig.smoothing.describe()) {
+            (true, Some(how)) => format!("{} ({how})", panel.metric),
             _ => panel.metric.to_string(),
         };
         draw_panel(area, panel, &caption, single)?;
@@ -249,13 +264,28 @@ fn draw_panel<DB: DrawingBackend>(
         (x0, x1) = (x0 - 1.0, x1 + 1.0);
     }
     // 5 % headroom so extreme points are not drawn on the frame; flat curves get a visible band.
+    // A flat series at 0 (no reward yet) gets a unit band, not a ±1e-10 one whose tick labels
+    // read as noise.
     let pad = if y1 > y0 {
         0.05 * (y1 - y0)
+    } else if y0 == 0.0 {
+        1.0
     } else {
-        0.1 * y0.abs().max(1e-9)
+        0.1 * y0.abs()
     };
     let (y0, y1) = (y0 - pad, y1 + pad);
 
+    // Steps are integers: on short runs ask for no more x labels than there are steps, so ticks
+    // never fall at fractional steps (1.5, 2.5).
+    let integer_x = panel
+        .curves
+        .iter()
+        .all(|c| c.raw.iter().all(|&(x, _)| x == x.trunc()));
+    let x_labels = if integer_x {
+        labels.min((x1 - x0).round() as usize + 1).max(2)
+    } else {
+        labels
+    };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", caption_px))
         .margin(12)
@@ -267,9 +297,9 @@ fn draw_panel<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("step")
         .y_desc(panel.metric)
-        .x_label_formatter(&tick_formatter(x0, x1, labels))
+        .x_label_formatter(&tick_formatter(x0, x1, x_labels))
         .y_label_formatter(&tick_formatter(y0, y1, labels))
-        .x_labels(labels)
+        .x_labels(x_labels)
         .y_labels(labels)
         .label_style(("sans-serif", label_px))
         .axis_desc_style(("sans-serif", desc_px))
@@ -336,4 +366,22 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure) 
             .map_err(plot_err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten_middle;
+
+    #[test]
+    fn long_names_keep_both_ends() {
+        assert_eq!(shorten_middle("short", 10), "short");
+        let a = shorten_middle("countdown-grpo (runs/long-s24-grpo-mb4-imentor)", 24);
+        let b = shorten_middle("countdown-grpo (runs/long-s24-grpo-mb4)", 24);
+        assert_eq!(a.chars().count(), 24);
+        assert!(
+            a.ends_with("mb4-imentor)") && b.ends_with("grpo-mb4)"),
+            "{a} / {b}"
+        );
+        assert_ne!(a, b);
+    }
 }

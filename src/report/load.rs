@@ -40,14 +40,28 @@ pub(super) fn load_runs(run_dirs: &[PathBuf]) -> Result<(Vec<Run>, Vec<String>)>
              `eval_{key}`."
         ));
     }
-    // Two directories with the same name would give an ambiguous legend: use their paths.
-    let mut counts = BTreeMap::<String, usize>::new();
-    for run in &runs {
-        *counts.entry(run.name.clone()).or_default() += 1;
-    }
-    for run in &mut runs {
-        if counts[&run.name] > 1 {
-            run.name = format!("{} ({})", run.name, run.dir.display());
+    // Runs with one name (one recipe, different overrides) would give an ambiguous legend: add
+    // the directory's own name, or its whole path where even those collide.
+    let count = |names: Vec<String>| {
+        let mut counts = BTreeMap::<String, usize>::new();
+        for n in &names {
+            *counts.entry(n.clone()).or_default() += 1;
+        }
+        counts
+    };
+    let by_name = count(runs.iter().map(|r| r.name.clone()).collect());
+    let with_dir: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{} ({})", r.name, dir_name(&r.dir)))
+        .collect();
+    let by_dir = count(with_dir.clone());
+    for (run, named) in runs.iter_mut().zip(with_dir) {
+        if by_name[&run.name] > 1 {
+            run.name = if by_dir[&named] > 1 || dir_name(&run.dir) == run.name {
+                format!("{} ({})", run.name, run.dir.display())
+            } else {
+                named
+            };
         }
     }
     Ok((runs, notes))

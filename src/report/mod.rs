@@ -36,6 +36,7 @@ use anyhow::{bail, Context, Result};
 
 use draw::{ensure_font, write_figure, Figure};
 use load::load_runs;
+pub use numbers::Smoothing;
 use select::{available_metrics, overview_metrics, select_metrics, unique_stem};
 use summary::{check_ours, summary_markdown};
 
@@ -65,8 +66,8 @@ pub struct ReportOptions {
     /// Directory for the images and `summary.md` (created if missing).
     pub out_dir: PathBuf,
     pub format: ImageFormat,
-    /// Trailing moving-average window in steps for the plotted curves; 1 = raw curves.
-    pub smooth: usize,
+    /// Smoothing of the plotted curves (never of the table).
+    pub smoothing: Smoothing,
 }
 
 /// File stems this module writes besides metric images; a metric with such a name gets a prefix.
@@ -95,12 +96,6 @@ pub fn report(run_dirs: &[PathBuf], opts: &ReportOptions) -> Result<Vec<PathBuf>
              `llmrl train`, e.g. runs/<name>"
         );
     }
-    if opts.smooth == 0 {
-        bail!(
-            "smoothing window is 0; hint: use 1 for raw curves or N > 1 for an N-step moving \
-             average"
-        );
-    }
     let (runs, notes) = load_runs(run_dirs)?;
     let available = available_metrics(&runs);
     let (selected, skipped) = select_metrics(&opts.metrics, &available)?;
@@ -116,7 +111,7 @@ pub fn report(run_dirs: &[PathBuf], opts: &ReportOptions) -> Result<Vec<PathBuf>
     let mut stems: BTreeSet<String> = RESERVED_STEMS.iter().map(|s| s.to_string()).collect();
     for metric in &selected {
         let stem = unique_stem(metric, &mut stems);
-        let figure = Figure::new(&runs, std::slice::from_ref(metric), opts.smooth, None);
+        let figure = Figure::new(&runs, std::slice::from_ref(metric), opts.smoothing, None);
         written.extend(write_figure(
             &opts.out_dir.join(&stem),
             opts.format,
@@ -126,7 +121,7 @@ pub fn report(run_dirs: &[PathBuf], opts: &ReportOptions) -> Result<Vec<PathBuf>
     let overview = overview_metrics(&available);
     if !overview.is_empty() {
         let title = "overview".to_string();
-        let figure = Figure::new(&runs, &overview, opts.smooth, Some(title));
+        let figure = Figure::new(&runs, &overview, opts.smoothing, Some(title));
         written.extend(write_figure(
             &opts.out_dir.join("overview"),
             opts.format,
@@ -134,7 +129,7 @@ pub fn report(run_dirs: &[PathBuf], opts: &ReportOptions) -> Result<Vec<PathBuf>
         )?);
     }
 
-    let md = summary_markdown(&runs, &selected, &skipped, &notes, opts.smooth);
+    let md = summary_markdown(&runs, &selected, &skipped, &notes, opts.smoothing);
     std::fs::write(&summary_path, md)
         .with_context(|| format!("writing {}", summary_path.display()))?;
     written.push(summary_path);
@@ -277,15 +272,22 @@ mod tests {
     }
 
     #[test]
-    fn smoothed_report_draws_and_zero_window_is_rejected() {
+    fn smoothed_reports_draw_and_say_how() {
         let tmp = tempfile::tempdir().unwrap();
         let runs = two_runs(tmp.path());
         let mut o = opts(&tmp.path().join("o"), &["reward_mean"], ImageFormat::Svg);
-        o.smooth = 2;
+        o.smoothing = Smoothing::MovingAverage(2);
         report(&runs, &o).unwrap();
         let svg = std::fs::read_to_string(tmp.path().join("o/reward_mean.svg")).unwrap();
         assert!(svg.contains("moving average over 2 steps"));
-        o.smooth = 0;
-        assert!(format!("{:#}", report(&runs, &o).unwrap_err()).contains("smoothing window"));
+        o.smoothing = Smoothing::Ema(0.6);
+        report(&runs, &o).unwrap();
+        let svg = std::fs::read_to_string(tmp.path().join("o/reward_mean.svg")).unwrap();
+        assert!(svg.contains("EMA, weight 0.6"));
+        let md = std::fs::read_to_string(tmp.path().join("o/summary.md")).unwrap();
+        assert!(
+            md.contains("smoothing, EMA, weight 0.6, only affects"),
+            "{md}"
+        );
     }
 }

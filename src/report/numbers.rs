@@ -1,6 +1,77 @@
 //! Smoothing, "best" directions and number formatting for tables and axes.
 
+use anyhow::{bail, Result};
+
 use super::Series;
+
+/// How plotted curves are smoothed; the raw points stay drawn, faint, underneath, and
+/// `summary.md` always shows raw values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Smoothing {
+    Off,
+    /// Trailing moving average over this many steps (> 1).
+    MovingAverage(usize),
+    /// TensorBoard's smoothing slider: a debiased exponential moving average with this weight
+    /// in (0, 1); 0.6 is TensorBoard's default, 0.9 smooths hard.
+    Ema(f64),
+}
+
+impl Smoothing {
+    /// From the CLI's `--smooth N` (window, 1 = off) and `--ema W` (weight), with a hint on
+    /// nonsense values.
+    pub fn from_options(window: usize, ema: Option<f64>) -> Result<Smoothing> {
+        match (window, ema) {
+            (0, _) => bail!(
+                "smoothing window is 0; hint: use 1 for raw curves or N > 1 for an N-step moving \
+                 average"
+            ),
+            (1, None) => Ok(Smoothing::Off),
+            (w, None) => Ok(Smoothing::MovingAverage(w)),
+            (1, Some(w)) if w == 0.0 => Ok(Smoothing::Off),
+            (1, Some(w)) if (0.0..1.0).contains(&w) => Ok(Smoothing::Ema(w)),
+            (1, Some(w)) => bail!(
+                "EMA weight {w} is outside [0, 1); hint: 0.6 is TensorBoard's default, 0.9 \
+                 smooths strongly"
+            ),
+            (_, Some(_)) => bail!(
+                "both a moving-average window and an EMA weight were given; hint: pick one of \
+                 --smooth N and --ema W"
+            ),
+        }
+    }
+
+    /// Words for titles and the summary, e.g. "moving average over 5 steps".
+    pub(super) fn describe(self) -> Option<String> {
+        match self {
+            Smoothing::Off => None,
+            Smoothing::MovingAverage(w) => Some(format!("moving average over {w} steps")),
+            Smoothing::Ema(w) => Some(format!("EMA, weight {w}")),
+        }
+    }
+
+    pub(super) fn apply(self, points: &[(f64, f64)]) -> Series {
+        match self {
+            Smoothing::Off => points.to_vec(),
+            Smoothing::MovingAverage(w) => smooth(points, w),
+            Smoothing::Ema(w) => ema(points, w),
+        }
+    }
+}
+
+/// Debiased exponential moving average over the points in order (TensorBoard's
+/// `smoothing` scalar-chart option): `s_n = w s_{n-1} + (1 - w) y_n`, divided by `1 - w^n` so the
+/// first points are not pulled towards 0.
+pub(super) fn ema(points: &[(f64, f64)], weight: f64) -> Series {
+    let (mut last, mut debias) = (0.0, 1.0);
+    points
+        .iter()
+        .map(|&(x, y)| {
+            last = weight * last + (1.0 - weight) * y;
+            debias *= weight;
+            (x, last / (1.0 - debias))
+        })
+        .collect()
+}
 
 /// Trailing moving average over the last `window` steps (the points with step in
 /// `(x - window, x]`), so a sparse series such as evals every 50 steps is not averaged across
@@ -77,6 +148,8 @@ pub(super) fn tick_formatter(lo: f64, hi: f64, labels: usize) -> impl Fn(&f64) -
     let mag = lo.abs().max(hi.abs());
     let scientific = mag != 0.0 && !(1e-3..1e6).contains(&mag);
     move |v: &f64| {
+        // Tick values are sums of float steps: 0 may arrive as -1.29e-26.
+        let v = &if v.abs() < step * 1e-6 { 0.0 } else { *v };
         if scientific {
             format!("{v:.2e}")
         } else {
@@ -131,6 +204,36 @@ mod tests {
         let sparse = [(0.0, 1.0), (50.0, 3.0), (100.0, 8.0)];
         assert_eq!(smooth(&sparse, 10), sparse);
         assert_eq!(smooth(&sparse, 60), [(0.0, 1.0), (50.0, 2.0), (100.0, 5.5)]);
+    }
+
+    #[test]
+    fn ema_is_debiased_and_options_are_checked() {
+        // w = 0.5: s1 = 0.5*2 / 0.5 = 2; s2 = (0.5*1 + 0.5*4) / 0.75 = 10/3.
+        let e = ema(&[(1.0, 2.0), (2.0, 4.0)], 0.5);
+        assert_eq!(e[0], (1.0, 2.0));
+        assert!((e[1].1 - 10.0 / 3.0).abs() < 1e-12);
+        // Debiasing keeps a constant series constant (no pull towards 0 at the start).
+        assert!(ema(&[(1.0, 3.0); 4], 0.9)
+            .iter()
+            .all(|p| (p.1 - 3.0).abs() < 1e-12));
+        assert_eq!(Smoothing::from_options(1, None).unwrap(), Smoothing::Off);
+        assert_eq!(
+            Smoothing::from_options(4, None).unwrap(),
+            Smoothing::MovingAverage(4)
+        );
+        assert_eq!(
+            Smoothing::from_options(1, Some(0.6)).unwrap(),
+            Smoothing::Ema(0.6)
+        );
+        for bad in [(0, None), (1, Some(1.0)), (1, Some(-0.1)), (3, Some(0.5))] {
+            assert!(Smoothing::from_options(bad.0, bad.1).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn near_zero_ticks_print_as_zero() {
+        assert_eq!(tick_formatter(-1.0, 1.0, 6)(&-1.29e-26), "0.0");
+        assert_eq!(tick_formatter(0.0, 100.0, 6)(&1e-13), "0");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub(super) const STANDARD_METRICS: &[&str] = &[
     "train_seconds",
 ];
 
+/// Counters the trainer logs for bookkeeping (resume, schedules): not plotted or tabled unless
+/// asked for by name, since a staircase of them says nothing about learning.
+pub(super) const BOOKKEEPING: &[&str] = &["epoch", "optimizer_steps", "skipped_steps"];
+
 /// Panels of `overview.*`, followed by every eval `pass@k` found.
 const OVERVIEW_METRICS: &[&str] = &["reward_mean", "accuracy", "response_length_mean", "entropy"];
 
@@ -66,7 +70,12 @@ pub(super) fn select_metrics(
             .filter(|m| !available.iter().any(|a| a == *m))
             .map(|m| m.to_string())
             .collect();
-        return Ok((available.to_vec(), skipped));
+        let plotted = available
+            .iter()
+            .filter(|m| !BOOKKEEPING.contains(&m.as_str()))
+            .cloned()
+            .collect();
+        return Ok((plotted, skipped));
     }
     let mut selected: Vec<String> = Vec::new();
     for m in requested {
@@ -134,6 +143,61 @@ pub(super) fn unique_stem(metric: &str, taken: &mut BTreeSet<String>) -> String 
 mod tests {
     use crate::report::test_util::{opts, two_runs};
     use crate::report::{report, ImageFormat};
+
+    #[test]
+    fn bookkeeping_counters_are_plotted_only_on_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        crate::report::test_util::write(
+            &dir.join("metrics.jsonl"),
+            "{\"step\": 1, \"reward_mean\": 0, \"epoch\": 0, \"optimizer_steps\": 1}\n\
+             {\"step\": 2, \"reward_mean\": 0, \"epoch\": 0, \"optimizer_steps\": 2}\n",
+        );
+        let out = tmp.path().join("o");
+        report(
+            std::slice::from_ref(&dir),
+            &opts(&out, &[], ImageFormat::Svg),
+        )
+        .unwrap();
+        assert!(out.join("reward_mean.svg").is_file());
+        assert!(!out.join("epoch.svg").exists() && !out.join("optimizer_steps.svg").exists());
+        let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+        assert!(!md.contains("| epoch"), "{md}");
+        // A flat all-zero series gets a readable band: no ±1e-10 or -1.29e-26 tick labels; a
+        // 2-step run has no fractional step ticks.
+        let svg = std::fs::read_to_string(out.join("reward_mean.svg")).unwrap();
+        assert!(
+            !svg.contains("e-1") && !svg.contains("e-2"),
+            "tiny tick labels"
+        );
+        assert!(!svg.contains(">1.5<"), "fractional step tick");
+        report(
+            std::slice::from_ref(&dir),
+            &opts(&out, &["epoch"], ImageFormat::Svg),
+        )
+        .unwrap();
+        assert!(out.join("epoch.svg").is_file());
+    }
+
+    #[test]
+    fn same_named_runs_are_told_apart_by_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dirs = Vec::new();
+        for d in ["long-s24-grpo-mb4", "long-s24-grpo-mb4-imentor"] {
+            let dir = tmp.path().join("runs").join(d);
+            crate::report::test_util::write(&dir.join("run.json"), r#"{"name": "countdown-grpo"}"#);
+            crate::report::test_util::write(
+                &dir.join("metrics.jsonl"),
+                "{\"step\": 1, \"loss\": 1}\n",
+            );
+            dirs.push(dir);
+        }
+        let out = tmp.path().join("o");
+        report(&dirs, &opts(&out, &[], ImageFormat::Svg)).unwrap();
+        let svg = std::fs::read_to_string(out.join("overview.svg")).unwrap();
+        assert!(svg.contains("countdown-grpo (long-s24-grpo-mb4)"), "{svg}");
+        assert!(svg.contains("countdown-grpo (long-s24-grpo-mb4-imentor)"));
+    }
 
     #[test]
     fn unknown_requested_metric_lists_available_ones() {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use super::numbers::{direction, fmt_num, Direction};
+use super::numbers::{direction, fmt_num, Direction, Smoothing};
 use super::Run;
 
 /// First line of every `summary.md` we write: the licence to overwrite it next time.
@@ -17,7 +17,7 @@ pub(super) fn summary_markdown(
     metrics: &[String],
     skipped: &[String],
     notes: &[String],
-    smooth: usize,
+    smoothing: Smoothing,
 ) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "{SUMMARY_MARKER}\n# Training report\n");
@@ -39,10 +39,7 @@ pub(super) fn summary_markdown(
             run.last_step.map(fmt_num).unwrap_or_else(|| "—".into()),
         );
     }
-    let smoothing = match smooth {
-        1 => "off".to_string(),
-        w => format!("a {w}-step moving average"),
-    };
+    let smoothing = smoothing.describe().unwrap_or_else(|| "off".into());
     let _ = writeln!(
         md,
         "\n## Metrics\n\nRaw logged values (smoothing, {smoothing}, only affects the plots). \

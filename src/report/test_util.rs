@@ -60,6 +60,6 @@ pub(super) fn opts(out: &Path, metrics: &[&str], format: ImageFormat) -> ReportO
         metrics: metrics.iter().map(|s| s.to_string()).collect(),
         out_dir: out.to_path_buf(),
         format,
-        smooth: 1,
+        smoothing: super::Smoothing::Off,
     }
 }

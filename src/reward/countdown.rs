@@ -9,7 +9,10 @@
 //!   or operators make an equation invalid.
 //! - `format_score` goes only to a *parseable* equation that is wrong (numbers not used exactly
 //!   once, division by zero, overflow, wrong value). TinyZero also gives it to any text inside the
-//!   tag (`<answer>hello</answer>`); we give 0 there, which closes a free-reward shortcut.
+//!   tag (`<answer>hello</answer>`, `<answer>90 x 25</answer>`, even `<answer></answer>`); we give
+//!   0 there by default, which closes a free-reward shortcut. `format_rule = "tinyzero"`
+//!   reproduces the papers' rule, so results can be compared with their numbers; every recipe
+//!   and result says which rule it used.
 //! - By default the last `<answer>...</answer>` anywhere in the completion counts. TinyZero looks
 //!   only at the last line of prompt+response (an answer followed by a newline scores 0); set
 //!   `last_line_only = true` to reproduce that.
@@ -43,6 +46,20 @@ pub struct CountdownConfig {
     pub target_field: String,
     /// Look for the answer tag only on the completion's last line (TinyZero fidelity).
     pub last_line_only: bool,
+    /// Who earns `format_score`: `strict` (default) a parseable equation only; `tinyzero`
+    /// anything inside the answer tag, as TinyZero, ROVER and i-MENTOR score it.
+    pub format_rule: FormatRule,
+}
+
+/// Which wrong answers earn the format score (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatRule {
+    /// Only a parseable equation over the allowed characters.
+    #[default]
+    Strict,
+    /// Any content of the last answer tag (TinyZero's `compute_score`).
+    Tinyzero,
 }
 
 impl Default for CountdownConfig {
@@ -52,6 +69,7 @@ impl Default for CountdownConfig {
             nums_field: "nums".into(),
             target_field: "target".into(),
             last_line_only: false,
+            format_rule: FormatRule::Strict,
         }
     }
 }
@@ -131,6 +149,18 @@ impl Verifier for CountdownVerifier {
         };
         let expr = match parse(answer) {
             Ok(e) => e,
+            Err(e) if self.cfg.format_rule == FormatRule::Tinyzero => {
+                return Score {
+                    value: self.cfg.format_score,
+                    correct: false,
+                    parts: vec![("format".into(), 1.0), ("correct".into(), 0.0)],
+                    reason: format!(
+                        "answer {answer:?} is not an equation ({e}); format credit under the \
+                         tinyzero rule"
+                    ),
+                    answer: Some(answer.trim().to_string()),
+                }
+            }
             Err(e) => return Score::zero(format!("answer {:?} is not an equation: {e}", answer)),
         };
         let canonical = render(&canon(&expr));
@@ -651,6 +681,38 @@ mod tests {
         assert_eq!(v.score(&ex, "think\n<answer>1+2</answer>").value, 1.0);
         assert_eq!(v.score(&ex, "<answer>1+2</answer>\n").value, 0.0);
         assert_eq!(verifier().score(&ex, "<answer>1+2</answer>\n").value, 1.0);
+    }
+
+    #[test]
+    fn tinyzero_rule_credits_any_tag_content() {
+        let tz = CountdownVerifier::new(&CountdownConfig {
+            format_rule: FormatRule::Tinyzero,
+            ..CountdownConfig::default()
+        })
+        .unwrap();
+        let strict = verifier();
+        let ex = example(&[90, 25, 67], 48);
+        // Cases where TinyZero's compute_score and the strict rule differ (issue 14, item 8).
+        for text in [
+            "<answer>90 x 25 x 67</answer>",
+            "<answer>90 × 25 × 67</answer>",
+            "<answer>hello</answer>",
+            "<answer></answer>",
+            "<answer>3 ** 2</answer>",
+        ] {
+            let s = tz.score(&ex, text);
+            assert_eq!((s.value, s.correct), (0.1, false), "{text}");
+            assert_eq!(s.parts[0], ("format".into(), 1.0), "{text}");
+            assert_eq!(strict.score(&ex, text).value, 0.0, "{text}");
+        }
+        // Where they agree: no tag, a wrong equation, a right one.
+        assert_eq!(tz.score(&ex, "90 - 25 - 67").value, 0.0);
+        assert_eq!(tz.score(&ex, "<answer>90 + 25 + 67</answer>").value, 0.1);
+        let ok = example(&[90, 25, 67], 48);
+        assert_eq!(tz.score(&ok, "<answer>90 - (67 - 25)</answer>").value, 1.0);
+        let cfg: CountdownConfig = toml::from_str("format_rule = \"tinyzero\"").unwrap();
+        assert_eq!(cfg.format_rule, FormatRule::Tinyzero);
+        assert!(toml::from_str::<CountdownConfig>("format_rule = \"loose\"").is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Example;
 
-pub use countdown::{canonical_equation, CountdownConfig, CountdownVerifier};
+pub use countdown::{canonical_equation, CountdownConfig, CountdownVerifier, FormatRule};
 pub use external::{ExternalConfig, ExternalVerifier};
 pub use judge::{build_judge, Judge, JudgeConfig, JudgeRow, P_POSITIVE};
 pub use label::{LabelConfig, LabelJudge};
