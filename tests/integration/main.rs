@@ -7,4 +7,5 @@ mod common;
 mod generation;
 mod gguf;
 mod golden;
+mod golden_metrics;
 mod tree_mdp;
