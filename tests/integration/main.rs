@@ -8,4 +8,5 @@ mod generation;
 mod gguf;
 mod golden;
 mod golden_metrics;
+mod layering;
 mod tree_mdp;
