@@ -9,4 +9,5 @@ mod gguf;
 mod golden;
 mod golden_metrics;
 mod layering;
+mod trainer;
 mod tree_mdp;
