@@ -139,8 +139,8 @@ mod tests {
         m.insert("loss".into(), f64::NAN);
         m.insert("lr".into(), 0.5);
         assert_eq!(
-            line(3, 1, &m).to_string(),
-            r#"{"epoch":1,"lr":0.5,"loss":null,"step":3}"#
+            line(3, 1, &m),
+            json!({"epoch": 1, "lr": 0.5, "loss": null, "step": 3})
         );
     }
 }
