@@ -99,7 +99,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> Result<()> {
     let a = Args::parse();
     anyhow::ensure!(a.iters >= 1, "--iters must be at least 1");
-    let (device, dtype) = llmrl::cli::parse_device(&a.device)?;
+    let (device, dtype) = llmrl::model::device::parse_device(&a.device)?;
     let src = ModelSource::parse(&a.model)?;
     let t_load = Instant::now();
     let m = model::load(&src, &device, dtype)?;

@@ -21,7 +21,7 @@ fn logits(m: &model::LoadedModel, ids: &[u32], device: &Device) -> Result<Vec<Ve
 
 fn main() -> Result<()> {
     let dev_name = std::env::args().nth(1).unwrap_or_else(|| "cuda:0".into());
-    let (device, dtype) = llmrl::cli::parse_device(&dev_name)?;
+    let (device, dtype) = llmrl::model::device::parse_device(&dev_name)?;
     let tol = if dtype == DType::F32 { 1e-4 } else { 0.1 };
     // Relative to the repository root (where eval/gpu/run.sh runs), so a binary built on another
     // machine finds the fixtures of the checkout it runs in.

@@ -69,7 +69,7 @@ fn main() -> Result<()> {
             };
             let plan = recipe::load_recipe(&recipe_path, &sets)?.resolve(&recipe_path)?;
             let run = RunDir::create(&dir.join("run"))?;
-            llmrl::train::train(&plan, &run, false)?;
+            llmrl::train::train(&plan, &run, false, &llmrl::progress::Silent)?;
             let model = run.checkpoint_dir(steps).join("model");
             let s1 = leaf_stats(&mdp, &mdp.leaf_probabilities(&model, 1.0)?);
             let s03 = leaf_stats(&mdp, &mdp.leaf_probabilities(&model, 0.3)?);

@@ -8,6 +8,7 @@ use candle_core::{DType, Device};
 use clap::{Args, Parser, Subcommand};
 
 use crate::generate::{self, SamplingConfig};
+pub use crate::model::device::parse_device;
 use crate::model::{self, Decoder, Message, Mode, ModelSource};
 use crate::prompting::Prompter;
 use crate::run_dir::{self, RunDir};
@@ -222,23 +223,6 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `cpu` or `cuda:N`, and the dtype that goes with it (f32 on CPU, bf16 on CUDA).
-pub fn parse_device(s: &str) -> Result<(Device, DType)> {
-    if s == "cpu" {
-        return Ok((Device::Cpu, DType::F32));
-    }
-    if let Some(n) = s.strip_prefix("cuda") {
-        let ordinal: usize = n.trim_start_matches(':').parse().unwrap_or(0);
-        let dev = Device::new_cuda(ordinal).with_context(|| {
-            format!(
-                "opening {s}; this binary needs `--features cuda` and an NVIDIA GPU with a driver"
-            )
-        })?;
-        return Ok((dev, DType::BF16));
-    }
-    anyhow::bail!("unknown device `{s}`; use `cpu` or `cuda:N`")
-}
-
 fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let cfg = SamplingConfig {
         temperature: a.temperature,
@@ -380,7 +364,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         );
         let recipe = recipe::load_recipe(&run.path("recipe.resolved.toml"), &a.set)?;
         let plan = recipe.resolve(&recipe_dir.join("recipe.toml"))?;
-        return train::train(&plan, &run, true);
+        return train::train(&plan, &run, true, crate::console::reporter().as_ref());
     }
     let Some(path) = &a.recipe else {
         bail!("give a recipe (llmrl train recipes/smoke.toml) or --resume RUN_DIR");
@@ -408,8 +392,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         "llmrl_version": env!("CARGO_PKG_VERSION"),
     });
     run.write_text("run.json", &serde_json::to_string_pretty(&meta)?)?;
-    eprintln!("run directory: {}", out.display());
-    train::train(&plan, &run, false)
+    let report = crate::console::reporter();
+    report.message(&format!("run directory: {}", out.display()));
+    train::train(&plan, &run, false, report.as_ref())
 }
 
 fn algorithm_name(a: &crate::algo::AlgoConfig) -> String {
@@ -484,6 +469,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         a.seed,
         a.batch,
         &device,
+        crate::console::reporter().as_ref(),
     )?;
     std::fs::create_dir_all(&a.out)?;
     let mut summary = serde_json::to_value(&out.summary)?;

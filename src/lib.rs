@@ -5,12 +5,14 @@
 
 pub mod algo;
 pub mod cli;
+pub mod console;
 pub mod data;
 pub mod eval;
 pub mod explore;
 pub mod generate;
 pub mod model;
 pub mod optim;
+pub mod progress;
 pub mod prompting;
 pub mod rec;
 pub mod recipe;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::algo::AlgoConfig;
+use crate::algo::{AlgoConfig, RolloutSource};
 use crate::data::{DataConfig, Example, PromptTemplate};
 use crate::generate::SamplingConfig;
 use crate::model::ModelSource;
@@ -303,7 +303,9 @@ pub fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
     Ok(())
 }
 
-/// A recipe resolved against its directory and checked; everything the trainer needs.
+/// A recipe resolved against its directory and checked; everything the trainer needs. Options
+/// that depend on each other (the algorithm's defaults, the sampling temperature) are resolved
+/// here once, and the trainer reads the result, never the raw recipe field.
 pub struct Plan {
     pub recipe: Recipe,
     pub name: String,
@@ -313,11 +315,47 @@ pub struct Plan {
     pub eval_examples: Vec<Example>,
     pub prompt: PromptTemplate,
     pub sampling: SamplingConfig,
+    /// How each rollout batch becomes optimizer steps.
+    pub update: UpdatePlan,
+}
+
+/// The resolved `[train]` options of the update stage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpdatePlan {
+    pub num_iterations: usize,
+    /// `[train] num_minibatches`, else the algorithm's own (ROVER's), else 1.
     pub num_minibatches: usize,
-    pub is_sft: bool,
+    pub shuffle_minibatches: bool,
+    pub micro_batch_size: usize,
+    pub max_grad_norm: f64,
+    /// `[train] skip_zero_advantage`, and the algorithm's loss has no gradient at zero advantage.
+    pub skip_zero_advantage: bool,
+    pub mask_truncated_completions: bool,
+    pub max_new_tokens: usize,
+    /// The temperature log-probs are recomputed at: the sampling temperature for sampled
+    /// sequences (1 when greedy), 1 for reference completions.
+    pub logprob_temperature: f64,
+    /// Mini- and micro-batches hold whole groups (the algorithm's loss couples them).
+    pub keep_groups_whole: bool,
 }
 
 impl Plan {
+    /// The recipe's device and its dtype (opened when asked, so `llmrl eval --device` can
+    /// override a recipe written for another machine).
+    pub fn device(&self) -> Result<(candle_core::Device, candle_core::DType)> {
+        crate::model::device::parse_device(&self.recipe.model.device).context("[model] device")
+    }
+
+    /// The learning rate of step `step` (1-based) under the recipe's schedule.
+    pub fn learning_rate(&self, step: u64) -> f64 {
+        let o = &self.recipe.optimizer;
+        o.lr_schedule.lr(
+            o.learning_rate,
+            step.saturating_sub(1),
+            self.recipe.train.max_steps,
+        )
+    }
+
     /// Problems to evaluate on: `eval_data` (else `data`), the first `max_problems` (0 = all).
     pub fn eval_problems(&self, max_problems: usize) -> Vec<Example> {
         let all = if self.eval_examples.is_empty() {
@@ -390,19 +428,21 @@ impl Recipe {
         );
         self.optimizer.adamw().validate()?;
         self.optimizer.lr_schedule.validate()?;
-        let is_sft = matches!(self.algorithm, AlgoConfig::Sft(_));
+        let algo = crate::algo::build(&self.algorithm).context("[algorithm]")?;
+        let sampled = algo.rollout_source() == RolloutSource::Policy;
         if let Some(e) = &self.exploration {
-            ensure!(!is_sft, "[exploration] needs an RL algorithm, not sft");
+            ensure!(
+                sampled,
+                "[exploration] needs an RL algorithm, not {}",
+                algo.name()
+            );
             e.validate().context("[exploration]")?;
         }
-        let num_minibatches = if is_sft {
-            1
-        } else {
-            let algo = crate::algo::build(&self.algorithm)?;
-            t.num_minibatches
-                .unwrap_or_else(|| algo.default_minibatches())
-        };
-        let rollout = t.prompts_per_step * if is_sft { 1 } else { g.num_generations };
+        let num_minibatches = t
+            .num_minibatches
+            .or(self.algorithm.num_minibatches())
+            .unwrap_or(1);
+        let rollout = t.prompts_per_step * if sampled { g.num_generations } else { 1 };
         ensure!(
             num_minibatches >= 1 && num_minibatches <= rollout,
             "[train] num_minibatches = {num_minibatches} must be between 1 and the rollout batch size {rollout} \
@@ -437,7 +477,14 @@ impl Recipe {
                 .with_context(|| format!("[prompt] template on example {}", ex.id))?;
         }
         let verifier = crate::reward::build(&self.verifier).context("[verifier]")?;
-        if !is_sft {
+        if !sampled {
+            // Each data source says where its reference completion lives; check before weights.
+            for ex in train_examples.iter().take(8) {
+                self.data
+                    .reference_completion(ex)
+                    .with_context(|| format!("[data] for algorithm {}", algo.name()))?;
+            }
+        } else {
             for ex in train_examples
                 .iter()
                 .take(8)
@@ -448,6 +495,22 @@ impl Recipe {
                     .with_context(|| format!("[verifier] on example {}", ex.id))?;
             }
         }
+        let update = UpdatePlan {
+            num_iterations: t.num_iterations,
+            num_minibatches,
+            shuffle_minibatches: t.shuffle_minibatches,
+            micro_batch_size: t.micro_batch_size,
+            max_grad_norm: t.max_grad_norm,
+            skip_zero_advantage: t.skip_zero_advantage && algo.zero_advantage_has_no_gradient(),
+            mask_truncated_completions: t.mask_truncated_completions,
+            max_new_tokens: g.max_new_tokens,
+            logprob_temperature: if sampled {
+                sampling.logprob_temperature()
+            } else {
+                1.0
+            },
+            keep_groups_whole: algo.keeps_groups_whole(),
+        };
         Ok(Plan {
             recipe: self,
             name,
@@ -457,8 +520,7 @@ impl Recipe {
             eval_examples,
             prompt,
             sampling,
-            num_minibatches,
-            is_sft,
+            update,
         })
     }
 }

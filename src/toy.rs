@@ -225,7 +225,7 @@ checkpoint = {{ every = 0, keep_last = 1 }}
             .collect();
         let prompt = [0u32];
         let seqs: Vec<(&[u32], &[u32])> = ids.iter().map(|c| (&prompt[..], c.as_slice())).collect();
-        let logp = crate::train::completion_stats(&dec, &seqs, t, &Device::Cpu)?
+        let logp = crate::model::logprobs::completion_stats(&dec, &seqs, t, &Device::Cpu)?
             .logp
             .to_vec1::<f32>()?;
         Ok(leaves

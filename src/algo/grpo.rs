@@ -231,6 +231,8 @@ mod tests {
             next_index: Tensor::new(&vec![0u32; n][..], &Device::Cpu).unwrap(),
             has_next: t(&vec![0.0; n]),
             weight: t(w),
+            sequence: Tensor::new(&vec![0u32; n][..], &Device::Cpu).unwrap(),
+            groups: vec![0],
             num_tokens: n,
         }
     }

@@ -5,11 +5,13 @@
 //! The trainer hands an algorithm a flat view of one micro-batch's completion tokens
 //! ([`TokenBatch`]) and the current policy's per-token statistics ([`LogProbStats`]: log-prob of
 //! the sampled token, and the full-vocabulary mean log-prob that ROVER's successor value needs).
-//! The algorithm never sees datasets, text or files.
+//! The algorithm never sees datasets, text or files; it says where its sequences come from
+//! ([`RolloutSource`]) and the trainer brings them.
 
 pub mod dpo;
 pub mod grpo;
 pub mod rover;
+pub mod sft;
 
 use std::collections::BTreeMap;
 
@@ -22,7 +24,8 @@ pub use crate::model::ops::LogProbStats;
 /// Named scalar metrics of one loss call; the trainer averages them over micro-batches.
 pub type Metrics = BTreeMap<String, f64>;
 
-/// Completion tokens of one micro-batch, flattened to N tokens (sequence by sequence).
+/// Completion tokens of one micro-batch, flattened to N tokens (sequence by sequence). The
+/// sequences of a group (a prompt's samples) are contiguous and in rollout order.
 pub struct TokenBatch {
     /// log π_old(a_t|s_t) from the policy that generated the batch: (N,)
     pub old_logp: Tensor,
@@ -39,6 +42,10 @@ pub struct TokenBatch {
     /// Aggregation weight of each token in the mini-batch loss (depends on `loss_type`; the sum
     /// over all micro-batches of one mini-batch is the normalizer the algorithm chose): (N,)
     pub weight: Tensor,
+    /// Index of the sequence (within the micro-batch) each token belongs to: (N,) u32
+    pub sequence: Tensor,
+    /// Per sequence: its group (the prompt it answers), S entries.
+    pub groups: Vec<usize>,
     /// Number of tokens N.
     pub num_tokens: usize,
 }
@@ -52,6 +59,8 @@ pub struct SequenceTargets<'a> {
     pub advantage: f32,
     /// Aggregation weight of each of its tokens ([`Algorithm::token_weight`]).
     pub weight: f32,
+    /// The group it belongs to (its prompt's index in the step).
+    pub group: usize,
 }
 
 impl TokenBatch {
@@ -64,7 +73,8 @@ impl TokenBatch {
     ) -> candle_core::Result<Self> {
         let (mut old, mut old_mean, mut adv, mut next, mut has_next, mut weight) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for s in seqs {
+        let mut sequence = vec![];
+        for (k, s) in seqs.iter().enumerate() {
             let n = s.old_logp.len();
             let base = old.len() as u32;
             old.extend_from_slice(s.old_logp);
@@ -73,6 +83,7 @@ impl TokenBatch {
             next.extend((0..n as u32).map(|j| base + (j + 1).min(n as u32 - 1)));
             has_next.extend((0..n).map(|j| if j + 1 < n { 1f32 } else { 0.0 }));
             weight.extend(std::iter::repeat_n(s.weight, n));
+            sequence.extend(std::iter::repeat_n(k as u32, n));
         }
         let n = old.len();
         let f = |v: Vec<f32>| Tensor::from_vec(v, n, device);
@@ -84,8 +95,16 @@ impl TokenBatch {
             next_index: Tensor::from_vec(next, n, device)?,
             has_next: f(has_next)?,
             weight: f(weight)?,
+            sequence: Tensor::from_vec(sequence, n, device)?,
+            groups: seqs.iter().map(|s| s.group).collect(),
             num_tokens: n,
         })
+    }
+
+    /// Per-sequence sums of a per-token quantity `x` (N,): (S,). E.g. a sequence's log-prob.
+    pub fn sequence_sums(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let s = self.groups.len();
+        Tensor::zeros(s, x.dtype(), x.device())?.index_add(&self.sequence, x, 0)
     }
 }
 
@@ -97,8 +116,22 @@ pub struct MinibatchShape {
     pub max_new_tokens: usize,
 }
 
+/// Where an algorithm's training sequences come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutSource {
+    /// Sampled from the current policy, `num_generations` per prompt, then judged (RL).
+    Policy,
+    /// The dataset's own reference completion, one per prompt (SFT); nothing is judged.
+    Reference,
+}
+
 pub trait Algorithm {
     fn name(&self) -> &'static str;
+
+    /// Where the trainer takes this algorithm's sequences from.
+    fn rollout_source(&self) -> RolloutSource {
+        RolloutSource::Policy
+    }
 
     /// Per-sample advantages (or centered rewards, for ROVER) from the rewards of a rollout batch
     /// laid out group by group (`group_size` samples per prompt).
@@ -123,9 +156,10 @@ pub trait Algorithm {
         false
     }
 
-    /// Default number of mini-batches per rollout batch (ROVER needs several optimizer steps).
-    fn default_minibatches(&self) -> usize {
-        1
+    /// Whether the loss couples the sequences of a group (a preference group, a normalizer over
+    /// the group), so mini- and micro-batches must hold whole groups.
+    fn keeps_groups_whole(&self) -> bool {
+        false
     }
 }
 
@@ -135,23 +169,27 @@ pub trait Algorithm {
 pub enum AlgoConfig {
     Grpo(grpo::GrpoConfig),
     Rover(rover::RoverConfig),
-    /// Supervised fine-tuning on reference completions (warm starts); handled by the trainer's
-    /// SFT path, not by the RL loss.
-    Sft(SftConfig),
+    /// Supervised fine-tuning on the dataset's reference completions (warm starts).
+    Sft(sft::SftConfig),
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SftConfig {}
+impl AlgoConfig {
+    /// The algorithm's own number of mini-batches per rollout batch, when it has one (ROVER
+    /// needs several optimizer steps); `[train] num_minibatches` overrides it (see `Plan`).
+    pub fn num_minibatches(&self) -> Option<usize> {
+        match self {
+            Self::Rover(c) => Some(c.num_minibatches),
+            Self::Grpo(_) | Self::Sft(_) => None,
+        }
+    }
+}
 
 /// The one place a variant becomes an implementation.
 pub fn build(cfg: &AlgoConfig) -> Result<Box<dyn Algorithm>> {
     Ok(match cfg {
         AlgoConfig::Grpo(c) => Box::new(grpo::Grpo::new(c)?),
         AlgoConfig::Rover(c) => Box::new(rover::Rover::new(c)?),
-        AlgoConfig::Sft(_) => {
-            anyhow::bail!("sft has no RL loss; the trainer runs it on its own path")
-        }
+        AlgoConfig::Sft(c) => Box::new(sft::Sft::new(c)),
     })
 }
 

@@ -32,7 +32,7 @@ pub struct RoverConfig {
     pub reward_std_normalization: bool,
     /// Clip the log-ratio to [log(1−ε), log(1+ε)] (the official code's `use_rover_clip`); off by default.
     pub log_ratio_clip: Option<f64>,
-    /// Optimizer steps per rollout batch.
+    /// Optimizer steps per rollout batch (`[train] num_minibatches` overrides it).
     pub num_minibatches: usize,
 }
 
@@ -113,10 +113,6 @@ impl Algorithm for Rover {
         m.insert("target_mean".into(), mean_of(&target));
         Ok((loss, m))
     }
-
-    fn default_minibatches(&self) -> usize {
-        self.cfg.num_minibatches
-    }
 }
 
 #[cfg(test)]
@@ -163,6 +159,8 @@ mod tests {
             next_index: Tensor::new(&[1u32, 1], &Device::Cpu).unwrap(),
             has_next: t(&[1.0, 0.0]),
             weight: t(&[0.5, 0.5]),
+            sequence: Tensor::new(&[0u32, 0], &Device::Cpu).unwrap(),
+            groups: vec![0],
             num_tokens: 2,
         };
         let (loss, m) = r.loss(&cur, &b).unwrap();

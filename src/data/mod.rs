@@ -81,6 +81,35 @@ pub fn load(cfg: &DataConfig, base_dir: &Path) -> Result<Vec<Example>> {
     Ok(examples)
 }
 
+impl DataConfig {
+    /// The reference completion of `ex` (SFT's target), from where this source keeps it:
+    /// `completion` for JSONL/Parquet (map another column with `fields`), the worked `solution`
+    /// for GSM8K and MATH, a generated solution for Countdown. An error names the missing field.
+    pub fn reference_completion(&self, ex: &Example) -> Result<String> {
+        let field = match self {
+            Self::Countdown(_) => {
+                return countdown_completion(ex).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "Countdown example {} has no solvable `nums`/`target`",
+                        ex.id
+                    )
+                })
+            }
+            Self::Jsonl(_) | Self::Parquet(_) => "completion",
+            Self::Gsm8k(_) | Self::Math(_) => "solution",
+        };
+        ex.text(field).ok_or_else(|| {
+            anyhow::anyhow!(
+                "example {} has no `{field}` field, the reference completion this source reads; \
+                 available fields: {}; hint: map a column onto it with `fields = {{ {field} = \"...\" }}` \
+                 in [data]",
+                ex.id,
+                ex.fields.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +180,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("empty"));
+    }
+
+    #[test]
+    fn each_source_declares_its_reference_completion() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("d.jsonl"),
+            "{\"q\": \"hi\", \"completion\": \"hello\"}\n{\"q\": \"x\"}\n",
+        )
+        .unwrap();
+        let cfg = parse("data = { source = \"jsonl\", path = \"d.jsonl\" }").unwrap();
+        let ex = load(&cfg, dir.path()).unwrap();
+        assert_eq!(cfg.reference_completion(&ex[0]).unwrap(), "hello");
+        let e = cfg.reference_completion(&ex[1]).unwrap_err().to_string();
+        assert!(e.contains("`completion`") && e.contains("q"), "{e}");
+        let cd = DataConfig::Countdown(CountdownConfig {
+            count: 2,
+            ..Default::default()
+        });
+        let ex = load(&cd, dir.path()).unwrap();
+        assert_eq!(
+            cd.reference_completion(&ex[0]).unwrap(),
+            countdown_completion(&ex[0]).unwrap()
+        );
     }
 
     #[test]

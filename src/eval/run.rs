@@ -9,6 +9,7 @@ use super::stats::{summarize, EvalSummary, ProblemResult, ProblemStats};
 use crate::data::Example;
 use crate::generate::{self, SamplingConfig};
 use crate::model::{Decoder, Tokenizer};
+use crate::progress::Reporter;
 use crate::prompting::Prompter;
 use crate::reward::Verifier;
 
@@ -22,7 +23,8 @@ pub struct EvalOutput {
 }
 
 /// Evaluate `examples` with `n` samples each, `batch` problems per generation call. Seeds derive
-/// from (seed, problem index, sample), so results do not depend on `batch`.
+/// from (seed, problem index, sample), so results do not depend on `batch`. Progress (problems
+/// done, share of correct samples so far) goes to `report`.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     dec: &Decoder,
@@ -35,8 +37,11 @@ pub fn evaluate(
     seed: u64,
     batch: usize,
     device: &Device,
+    report: &dyn Reporter,
 ) -> Result<EvalOutput> {
     let mut results = Vec::with_capacity(examples.len());
+    let (mut correct, mut scored) = (0usize, 0usize);
+    report.begin("eval", examples.len() as u64, 0);
     for (chunk_i, chunk) in examples.chunks(batch.max(1)).enumerate() {
         let prompts: Vec<Vec<u32>> = chunk
             .iter()
@@ -59,7 +64,16 @@ pub fn evaluate(
                 completions: mine.iter().map(|o| o.text.clone()).collect(),
             });
         }
+        for r in &results[results.len() - chunk.len()..] {
+            correct += r.scores.iter().filter(|s| s.correct).count();
+            scored += r.scores.len();
+        }
+        report.progress(
+            results.len() as u64,
+            &[("acc", correct as f64 / scored.max(1) as f64)],
+        );
     }
+    report.end();
     let problems: Vec<ProblemStats> = results.iter().map(ProblemStats::from_result).collect();
     Ok(EvalOutput {
         summary: summarize(&problems),

@@ -10,6 +10,7 @@
 //! Deliberately not here: count-based or policy-entropy bonuses, and anything per token; the
 //! bonus is one scalar per trajectory.
 
+pub mod bonus;
 pub mod features;
 pub mod imentor;
 

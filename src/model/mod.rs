@@ -5,7 +5,9 @@
 
 pub mod config;
 pub mod decoder;
+pub mod device;
 pub mod kv_cache;
+pub mod logprobs;
 pub mod ops;
 pub mod params;
 

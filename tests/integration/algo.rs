@@ -5,8 +5,8 @@ use llmrl::algo::grpo::{Grpo, GrpoConfig, LossType, ScaleRewards};
 use llmrl::algo::rover::{Rover, RoverConfig};
 use llmrl::algo::{Algorithm, LogProbStats, MinibatchShape, SequenceTargets, TokenBatch};
 use llmrl::generate::{generate, SamplingConfig};
+use llmrl::model::logprobs::completion_stats;
 use llmrl::model::{Decoder, LoadedModel, Mode};
-use llmrl::train::completion_stats;
 
 use crate::common::*;
 
@@ -117,6 +117,7 @@ fn token_batch(
                 old_mean_logp: &mean[start - k..start],
                 advantage,
                 weight: weight_of(k),
+                group: c.prompt_index,
             }
         })
         .collect();
@@ -251,7 +252,7 @@ fn rover_loss_gradient_matches_finite_differences() {
 /// statistics and the same gradients as running every prompt+completion row in full.
 #[test]
 fn shared_prefix_forward_equals_row_by_row() {
-    use llmrl::train::completion_stats_unshared;
+    use llmrl::model::logprobs::completion_stats_unshared;
     let prompts: [&[u32]; 3] = [&[1, 72, 101, 108, 7], &[5, 9, 33], &[2, 4]];
     let completions: [(usize, &[u32]); 6] = [
         (0, &[11, 12, 13]),

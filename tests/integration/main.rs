@@ -11,4 +11,7 @@ mod gguf;
 mod golden;
 mod judge;
 mod rec_baseline;
+mod golden_metrics;
+mod layering;
+mod trainer;
 mod tree_mdp;

@@ -33,7 +33,7 @@ fn rover_solves_the_tree_at_low_temperature() {
         .resolve(&recipe_path)
         .unwrap();
     let run = RunDir::create(&d.path().join("run")).unwrap();
-    llmrl::train::train(&plan, &run, false).unwrap();
+    llmrl::train::train(&plan, &run, false, &llmrl::progress::Silent).unwrap();
     let probs = mdp
         .leaf_probabilities(&run.checkpoint_dir(40).join("model"), 0.3)
         .unwrap();

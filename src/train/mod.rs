@@ -1,0 +1,293 @@
+//! The training loop, top to bottom.
+//!
+//! A step: sample prompts → rollout ([`rollout`]: generate n per prompt → judge → advantages →
+//! exploration bonus; or, for SFT, the dataset's reference completions) → update ([`update`]:
+//! for each pass and mini-batch, micro-batched loss and backward with gradient accumulation →
+//! clip → optimizer step) → log ([`metrics`]); checkpoint and evaluate every N steps.
+//!
+//! [`Trainer`] holds one policy with its optimizer, algorithm and state, and [`Trainer::step`]
+//! runs one step of it; [`train`] is the driver for one model. A driver that alternates two
+//! models (a generator and a validator) holds two trainers and calls their steps in turn.
+//!
+//! Exact resume: sampling seeds, mini-batch order and the data order are functions of (seed, step),
+//! and a checkpoint holds the weights, optimizer moments, data cursor and exploration state, so a
+//! resumed run reproduces the uninterrupted one line by line (timings aside).
+
+pub mod metrics;
+pub mod rollout;
+pub mod update;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+pub use metrics::{metrics_equal_ignoring_timing, TIMING_KEYS};
+pub use rollout::Rollout;
+
+use crate::algo::{self, Algorithm, Metrics};
+use crate::data::{DataCursor, Example};
+use crate::explore::Imentor;
+use crate::model::{self, Decoder, LoadedModel, Mode, Params};
+use crate::optim::AdamW;
+use crate::progress::Reporter;
+use crate::prompting::Prompter;
+use crate::recipe::Plan;
+use crate::reward::{self, Verifier};
+use crate::run_dir::RunDir;
+
+/// What a checkpoint's `state.json` holds besides the model and optimizer files.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainState {
+    pub step: u64,
+    pub cursor: DataCursor,
+    pub skipped_steps: u64,
+    pub seed: u64,
+}
+
+/// Train according to `plan` into `run`, resuming from its latest checkpoint when `resume`.
+pub fn train(plan: &Plan, run: &RunDir, resume: bool, report: &dyn Reporter) -> Result<()> {
+    let r = &plan.recipe;
+    let ckpt = if resume {
+        run.latest_checkpoint()?
+    } else {
+        None
+    };
+    let mut trainer = Trainer::new(plan, ckpt.as_ref().map(|(_, dir)| dir.as_path()))?;
+    if let Some((step, _)) = &ckpt {
+        run.truncate_jsonl_after("metrics.jsonl", *step)?;
+        run.truncate_jsonl_after("eval.jsonl", *step)?;
+        report.message(&format!("resuming {} from step {step}", run.root.display()));
+    } else if resume {
+        report.message(&format!(
+            "no checkpoint in {} yet: starting from step 0",
+            run.root.display()
+        ));
+        std::fs::remove_file(run.path("metrics.jsonl")).ok();
+    }
+
+    let total = r.train.max_steps;
+    report.begin("train", total, trainer.state.step);
+    while trainer.state.step < total {
+        let t0 = Instant::now();
+        let (rollout, mut metrics) = trainer.step()?;
+        let step = trainer.state.step;
+        if r.log.rollouts_every > 0 && step.is_multiple_of(r.log.rollouts_every) {
+            metrics::dump_rollouts(run, step, &rollout, &trainer.policy.tokenizer)?;
+        }
+        metrics.insert("step_seconds".into(), t0.elapsed().as_secs_f64());
+        let line = metrics::line(step, trainer.state.cursor.epoch, &metrics);
+        run.append_jsonl("metrics.jsonl", &line)?;
+        let figure = |k: &str| metrics.get(k).copied().unwrap_or(f64::NAN);
+        report.progress(
+            step,
+            &[
+                ("reward", figure("reward_mean")),
+                ("acc", figure("accuracy")),
+                ("len", figure("response_length_mean")),
+                ("loss", figure("loss")),
+                ("tok/s", figure("tokens_per_s")),
+            ],
+        );
+
+        if r.eval.every > 0 && step.is_multiple_of(r.eval.every) {
+            let summary = trainer.evaluate(&crate::progress::Silent)?;
+            let mut line = serde_json::to_value(&summary)?;
+            line["step"] = step.into();
+            run.append_jsonl("eval.jsonl", &line)?;
+        }
+        if (r.checkpoint.every > 0 && step.is_multiple_of(r.checkpoint.every)) || step == total {
+            run.save_checkpoint(step, r.checkpoint.keep_last, |dir| trainer.save(dir))?;
+        }
+    }
+    report.end();
+    Ok(())
+}
+
+/// One policy under training: its weights, optimizer, algorithm, judge and step state.
+pub struct Trainer<'a> {
+    pub plan: &'a Plan,
+    pub device: Device,
+    pub policy: LoadedModel,
+    pub optimizer: AdamW,
+    pub algorithm: Box<dyn Algorithm>,
+    pub judge: Box<dyn Verifier>,
+    pub explore: Option<Imentor>,
+    /// The frozen reference (the model as the recipe loads it), when the algorithm needs one.
+    pub reference: Option<Params>,
+    pub state: TrainState,
+}
+
+impl<'a> Trainer<'a> {
+    /// The plan's model, or the checkpoint in `checkpoint` (a `checkpoints/step_N` directory)
+    /// with its optimizer, data cursor and exploration state.
+    pub fn new(plan: &'a Plan, checkpoint: Option<&Path>) -> Result<Self> {
+        let r = &plan.recipe;
+        let (device, dtype) = plan.device()?;
+        let policy = match checkpoint {
+            Some(dir) => model::load(&model::ModelSource::Dir(dir.join("model")), &device, dtype)
+                .with_context(|| format!("loading checkpoint {}", dir.display()))?,
+            None => model::load(&plan.model_source, &device, dtype)?,
+        };
+        let mut optimizer = AdamW::new(policy.params.named_vars(), r.optimizer.adamw())?;
+        let mut state = TrainState {
+            step: 0,
+            cursor: DataCursor::new(r.seed),
+            skipped_steps: 0,
+            seed: r.seed,
+        };
+        if let Some(dir) = checkpoint {
+            let text = std::fs::read_to_string(dir.join("state.json"))
+                .with_context(|| format!("reading {}/state.json", dir.display()))?;
+            state = serde_json::from_str(&text)
+                .with_context(|| format!("reading {}/state.json", dir.display()))?;
+            optimizer.load(&dir.join("optimizer.safetensors"))?;
+        }
+        let algorithm = algo::build(&r.algorithm)?;
+        // A frozen reference is the model as loaded from the recipe (never a checkpoint).
+        let reference = if !algorithm.needs_reference() {
+            None
+        } else if checkpoint.is_some() {
+            Some(model::load(&plan.model_source, &device, dtype)?.params)
+        } else {
+            Some(policy.params.deep_clone()?)
+        };
+        let mut explore = match &r.exploration {
+            Some(c) => Some(crate::explore::build(c, r.seed ^ 0x1_3E47)?),
+            None => None,
+        };
+        if let (Some(e), Some(dir)) = (explore.as_mut(), checkpoint) {
+            e.load(&dir.join("explore"))?;
+        }
+        Ok(Self {
+            plan,
+            device,
+            policy,
+            optimizer,
+            algorithm,
+            judge: reward::build(&r.verifier)?,
+            explore,
+            reference,
+            state,
+        })
+    }
+
+    fn prompter(&self) -> Prompter<'a> {
+        let r = &self.plan.recipe;
+        Prompter {
+            template: &self.plan.prompt,
+            chat: r.prompt.chat,
+            system: r.prompt.system.as_deref(),
+        }
+    }
+
+    /// One training step on the next prompts: rollout, update. Returns the rollout and the
+    /// step's metrics (all but `step_seconds`, which the driver measures around its own work).
+    pub fn step(&mut self) -> Result<(Rollout, Metrics)> {
+        let plan = self.plan;
+        let r = &plan.recipe;
+        let step = self.state.step + 1;
+        let idx = self
+            .state
+            .cursor
+            .next_batch(plan.train_examples.len(), r.train.prompts_per_step);
+        let examples: Vec<Example> = idx
+            .iter()
+            .map(|&i| plan.train_examples[i].clone())
+            .collect();
+        let lr = plan.learning_rate(step);
+
+        let prompter = self.prompter();
+        let ctx = rollout::RolloutCtx {
+            plan,
+            policy: &self.policy,
+            prompter: &prompter,
+            device: &self.device,
+        };
+        let rollout = rollout::collect(
+            &ctx,
+            self.algorithm.as_ref(),
+            self.judge.as_ref(),
+            self.explore.as_mut(),
+            examples,
+            step,
+        )?;
+
+        let t_train = Instant::now();
+        let ctx = update::UpdateCtx {
+            policy: &self.policy,
+            reference: self.reference.as_ref(),
+            device: &self.device,
+        };
+        let seed = r.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED;
+        let sequences = rollout.sequences();
+        // Rollout statistics first: an algorithm's metric of the same name wins, as before.
+        let mut metrics = rollout.metrics.clone();
+        metrics.extend(update::optimize(
+            &ctx,
+            &plan.update,
+            self.algorithm.as_ref(),
+            &mut self.optimizer,
+            &sequences,
+            seed,
+            lr,
+        )?);
+        metrics.insert("train_seconds".into(), t_train.elapsed().as_secs_f64());
+
+        if metrics.get("skipped").copied() == Some(1.0) {
+            self.state.skipped_steps += 1;
+        }
+        metrics.insert("skipped_steps".into(), self.state.skipped_steps as f64);
+        metrics.insert("lr".into(), lr);
+        self.state.step = step;
+        Ok((rollout, metrics))
+    }
+
+    /// pass@k and friends of the current weights on the plan's eval problems.
+    pub fn evaluate(&self, report: &dyn Reporter) -> Result<crate::eval::EvalSummary> {
+        let r = &self.plan.recipe;
+        let dec = Decoder::new(&self.policy.config, &self.policy.params, Mode::Infer)?;
+        let examples = self.plan.eval_problems(r.eval.max_problems);
+        let sampling = self
+            .plan
+            .eval_sampling(r.eval.temperature, r.eval.max_new_tokens);
+        let out = crate::eval::run::evaluate(
+            &dec,
+            &self.policy.tokenizer,
+            &examples,
+            &self.prompter(),
+            self.judge.as_ref(),
+            &sampling,
+            r.eval.num_samples,
+            r.seed,
+            r.train.prompts_per_step.max(1),
+            &self.device,
+            report,
+        )?;
+        Ok(out.summary)
+    }
+
+    /// Write a checkpoint's contents into `dir`: the model as an HF directory, the optimizer,
+    /// `state.json` and the exploration state.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let m = &self.policy;
+        model::save_hf_dir(
+            &dir.join("model"),
+            &m.config,
+            &m.params,
+            &m.tokenizer,
+            m.generation_config.as_ref(),
+        )?;
+        self.optimizer.save(&dir.join("optimizer.safetensors"))?;
+        std::fs::write(
+            dir.join("state.json"),
+            serde_json::to_string_pretty(&self.state)?,
+        )?;
+        if let Some(e) = &self.explore {
+            e.save(&dir.join("explore"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,251 @@
+//! Rollout: the training sequences of one step and their advantages.
+//!
+//! For an RL algorithm: generate n samples per prompt with the current weights (no graph) →
+//! judge them ([`score`], the one place rewards are computed) → advantages → exploration bonus.
+//! For SFT the sequences are the dataset's reference completions, one per prompt, scored by
+//! nobody. Either way the result is a [`Rollout`]: what the update trains on, what the metrics
+//! and the rollout dump read.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use rayon::prelude::*;
+use serde_json::Value;
+
+use super::update::Sequence;
+use crate::algo::{Algorithm, Metrics, RolloutSource};
+use crate::data::Example;
+use crate::explore::{Imentor, Outcome};
+use crate::generate::{self, Completion, Finish};
+use crate::model::{Decoder, LoadedModel, Mode, Tokenizer};
+use crate::prompting::Prompter;
+use crate::recipe::Plan;
+use crate::reward::{Score, Verifier};
+
+/// One sample of a rollout batch, as generated and judged.
+pub struct Sample {
+    pub prompt: Arc<Vec<u32>>,
+    pub completion: Completion,
+    pub score: Score,
+    pub advantage: f32,
+    /// Whether this sample contributes to the loss (`mask_truncated_completions`).
+    pub in_loss: bool,
+}
+
+/// The sequences of one step, laid out group by group (a prompt's samples together).
+pub struct Rollout {
+    /// The step's examples; `Completion::prompt_index` indexes them.
+    pub examples: Vec<Example>,
+    pub samples: Vec<Sample>,
+    /// Rollout statistics (rewards, lengths, exploration): keys of `metrics.jsonl`.
+    pub metrics: Metrics,
+    /// Whether the samples were generated (RL) rather than taken from the dataset (SFT).
+    pub generated: bool,
+}
+
+impl Rollout {
+    /// What the update trains on.
+    pub fn sequences(&self) -> Vec<Sequence> {
+        self.samples
+            .iter()
+            .map(|s| Sequence {
+                prompt: s.prompt.clone(),
+                tokens: s.completion.token_ids.clone(),
+                old_logp: s.completion.logprobs.clone(),
+                old_mean_logp: s.completion.mean_logprobs.clone(),
+                advantage: s.advantage,
+                group: s.completion.prompt_index,
+                in_loss: s.in_loss,
+            })
+            .collect()
+    }
+}
+
+/// What a rollout reads besides the examples.
+pub struct RolloutCtx<'a> {
+    pub plan: &'a Plan,
+    pub policy: &'a LoadedModel,
+    pub prompter: &'a Prompter<'a>,
+    pub device: &'a Device,
+}
+
+/// The sequences of step `step` (1-based) over `examples`.
+pub fn collect(
+    ctx: &RolloutCtx,
+    algo: &dyn Algorithm,
+    judge: &dyn Verifier,
+    explore: Option<&mut Imentor>,
+    examples: Vec<Example>,
+    step: u64,
+) -> Result<Rollout> {
+    match algo.rollout_source() {
+        RolloutSource::Policy => sample_and_judge(ctx, algo, judge, explore, examples, step),
+        RolloutSource::Reference => reference_completions(ctx, examples),
+    }
+}
+
+fn sample_and_judge(
+    ctx: &RolloutCtx,
+    algo: &dyn Algorithm,
+    judge: &dyn Verifier,
+    explore: Option<&mut Imentor>,
+    examples: Vec<Example>,
+    step: u64,
+) -> Result<Rollout> {
+    let r = &ctx.plan.recipe;
+    let g = r.generation.num_generations;
+    let tok = &ctx.policy.tokenizer;
+
+    // 1. Generate n samples per prompt with the current weights (no graph).
+    let t_gen = Instant::now();
+    let prompts: Vec<Vec<u32>> = examples
+        .iter()
+        .map(|ex| ctx.prompter.ids(tok, ex))
+        .collect::<Result<_>>()?;
+    let seeds: Vec<Vec<u64>> = (0..examples.len())
+        .map(|p| {
+            (0..g)
+                .map(|s| {
+                    generate::sample_seed(
+                        r.seed ^ step.wrapping_mul(0xA24B_AED4_963E_E407),
+                        p as u64,
+                        s as u64,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let infer = Decoder::new(&ctx.policy.config, &ctx.policy.params, Mode::Infer)?;
+    let completions = generate::generate(
+        &infer,
+        tok,
+        &prompts,
+        &seeds,
+        &ctx.plan.sampling,
+        ctx.device,
+    )?;
+    let gen_seconds = t_gen.elapsed().as_secs_f64();
+
+    // 2. Judge, 3. advantages.
+    let scores = score(judge, tok, &examples, &prompts, &completions);
+    let rewards: Vec<f32> = scores.iter().map(|s| s.value).collect();
+    let mut advantages = algo.advantages(&rewards, g);
+    // 4. i-MENTOR: a novelty bonus added after group normalization (advantage-preserving).
+    let mut explore_metrics = Metrics::new();
+    if let Some(e) = explore {
+        let seqs: Vec<Vec<u32>> = completions
+            .iter()
+            .map(|c| {
+                prompts[c.prompt_index]
+                    .iter()
+                    .chain(&c.token_ids)
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        let outcomes: Vec<Outcome> = scores
+            .iter()
+            .map(|s| Outcome {
+                correct: s.correct,
+                answered: s.answer.is_some(),
+            })
+            .collect();
+        explore_metrics = e
+            .apply(&seqs, &outcomes, &mut advantages, g, step - 1)?
+            .metrics();
+    }
+    let prompt_arcs: Vec<_> = prompts.into_iter().map(Arc::new).collect();
+    let mask_truncated = ctx.plan.update.mask_truncated_completions;
+    let samples: Vec<Sample> = completions
+        .into_iter()
+        .zip(scores)
+        .zip(advantages)
+        .map(|((c, score), advantage)| Sample {
+            prompt: prompt_arcs[c.prompt_index].clone(),
+            in_loss: !(mask_truncated && c.finish_reason == Finish::Length),
+            completion: c,
+            score,
+            advantage,
+        })
+        .collect();
+    let mut metrics = super::metrics::rollout_metrics(&samples);
+    metrics.extend(explore_metrics);
+    metrics.insert("gen_seconds".into(), gen_seconds);
+    let gen_tokens =
+        metrics.get("response_length_mean").copied().unwrap_or(0.0) * samples.len() as f64;
+    metrics.insert("tokens_per_s".into(), gen_tokens / gen_seconds.max(1e-9));
+    Ok(Rollout {
+        examples,
+        samples,
+        metrics,
+        generated: true,
+    })
+}
+
+/// Rewards of a rollout batch: every completion judged against its example, in parallel (the
+/// verifiers are pure). The example's fields gain `_prompt`, the decoded prompt, for judges that
+/// read it. The one place a batched, model-backed judge replaces the per-sample verifier.
+pub fn score(
+    judge: &dyn Verifier,
+    tok: &Tokenizer,
+    examples: &[Example],
+    prompts: &[Vec<u32>],
+    completions: &[Completion],
+) -> Vec<Score> {
+    completions
+        .par_iter()
+        .map(|c| {
+            let mut ex = examples[c.prompt_index].clone();
+            ex.fields.insert(
+                "_prompt".into(),
+                Value::String(tok.decode(&prompts[c.prompt_index], false)),
+            );
+            judge.score(&ex, &c.text)
+        })
+        .collect()
+}
+
+/// SFT: each example's reference completion (declared by its data source) plus EOS, as one
+/// sequence with advantage 1; no old-policy statistics (the loss needs none).
+fn reference_completions(ctx: &RolloutCtx, examples: Vec<Example>) -> Result<Rollout> {
+    let tok = &ctx.policy.tokenizer;
+    let data = &ctx.plan.recipe.data;
+    let mut samples = Vec::with_capacity(examples.len());
+    for (i, ex) in examples.iter().enumerate() {
+        let prompt = ctx.prompter.ids(tok, ex)?;
+        let text = data
+            .reference_completion(ex)
+            .with_context(|| format!("[data] for algorithm sft, example {}", ex.id))?;
+        let mut ids = tok.encode(&text, false)?;
+        ids.extend(tok.eos_ids.first().copied());
+        let n = ids.len();
+        samples.push(Sample {
+            prompt: Arc::new(prompt),
+            completion: Completion {
+                prompt_index: i,
+                sample_index: 0,
+                token_ids: ids,
+                logprobs: vec![0.0; n],
+                mean_logprobs: vec![0.0; n],
+                entropies: vec![],
+                text,
+                finish_reason: Finish::Eos,
+                seed: 0,
+            },
+            score: Score::zero("reference completion (sft)"),
+            advantage: 1.0,
+            in_loss: true,
+        });
+    }
+    let mut metrics = Metrics::new();
+    let num_tokens: usize = samples.iter().map(|s| s.completion.token_ids.len()).sum();
+    metrics.insert("num_tokens".into(), num_tokens as f64);
+    Ok(Rollout {
+        examples,
+        samples,
+        metrics,
+        generated: false,
+    })
+}

@@ -1,0 +1,342 @@
+//! Update: the optimizer steps of one rollout batch.
+//!
+//! `num_iterations` passes × `num_minibatches` mini-batches, each one optimizer step; a
+//! mini-batch runs as micro-batches (forward, loss, backward) whose gradients accumulate, then
+//! clip and step. [`step_optimizer`] is the single place where accumulated gradients become an
+//! update: a data-parallel all-reduce of `grads` goes there, before the clip.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Result;
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::algo::{Algorithm, Metrics, MinibatchShape, SequenceTargets, TokenBatch};
+use crate::model::logprobs::completion_stats;
+use crate::model::{Decoder, LoadedModel, Mode, Params};
+use crate::optim::{self, AdamW};
+use crate::recipe::UpdatePlan;
+
+/// One training sequence: a prompt and its completion with what the rollout knew about it.
+pub struct Sequence {
+    pub prompt: Arc<Vec<u32>>,
+    /// Completion token ids (the loss is over these).
+    pub tokens: Vec<u32>,
+    /// Per token: log π_old of the token (zeros where the algorithm needs no old policy).
+    pub old_logp: Vec<f32>,
+    /// Per token: mean over the vocabulary of log π_old.
+    pub old_mean_logp: Vec<f32>,
+    pub advantage: f32,
+    /// The group it belongs to (its prompt's index in the step); groups are contiguous.
+    pub group: usize,
+    /// Whether it contributes to the loss.
+    pub in_loss: bool,
+}
+
+/// The models an update reads: the policy it trains and the frozen reference, if any.
+pub struct UpdateCtx<'a> {
+    pub policy: &'a LoadedModel,
+    pub reference: Option<&'a Params>,
+    pub device: &'a Device,
+}
+
+/// All optimizer steps of one rollout batch; `seed` fixes the mini-batch shuffle.
+pub fn optimize(
+    ctx: &UpdateCtx,
+    plan: &UpdatePlan,
+    algo: &dyn Algorithm,
+    opt: &mut AdamW,
+    seqs: &[Sequence],
+    seed: u64,
+    lr: f64,
+) -> Result<Metrics> {
+    let mut order: Vec<usize> = (0..seqs.len())
+        .filter(|&i| seqs[i].in_loss && !seqs[i].tokens.is_empty())
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut acc = MetricAcc::default();
+    let mut grad_norms = Vec::new();
+    let mut losses = Vec::new();
+    let mut skipped = false;
+    for _ in 0..plan.num_iterations {
+        if plan.shuffle_minibatches {
+            shuffle(&mut order, seqs, plan.keep_groups_whole, &mut rng);
+        }
+        for mb in minibatches(&order, seqs, plan.num_minibatches, plan.keep_groups_whole) {
+            if mb.is_empty() {
+                continue;
+            }
+            let shape = MinibatchShape {
+                num_sequences: mb.len(),
+                num_tokens: mb.iter().map(|&i| seqs[i].tokens.len()).sum(),
+                max_new_tokens: plan.max_new_tokens,
+            };
+            // Samples whose loss term has no gradient (zero advantage in a clipped-surrogate
+            // loss without KL) skip the forward/backward; they still count in `shape`, the
+            // normalizer, exactly as in the full loss.
+            let mut active: Vec<usize> = mb
+                .iter()
+                .copied()
+                .filter(|&i| !(plan.skip_zero_advantage && seqs[i].advantage == 0.0))
+                .collect();
+            // A prompt's samples go to the same micro-batches, so its prefix runs once.
+            active.sort_by_key(|&i| (seqs[i].group, i));
+            let mut grads = GradStore::default();
+            let mut mb_loss = 0.0;
+            if active.is_empty() {
+                // All-zero gradient: still an optimizer step (moments and weight decay move on).
+                for (_, var) in ctx.policy.params.named_vars() {
+                    grads.insert(var.as_tensor(), var.as_tensor().zeros_like()?);
+                }
+            }
+            for micro in micro_batches(&active, seqs, plan.micro_batch_size, plan.keep_groups_whole)
+            {
+                let (loss, m) = micro_loss(ctx, plan, algo, seqs, &micro, &shape)?;
+                let tokens: usize = micro.iter().map(|&i| seqs[i].tokens.len()).sum();
+                acc.add(&m, tokens as f64);
+                mb_loss += loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
+                grads.extend(loss.backward()?)?;
+            }
+            // The mini-batch objective: micro-batch losses are already weighted to add up to it.
+            losses.push(mb_loss);
+            match step_optimizer(&ctx.policy.params, opt, &mut grads, plan.max_grad_norm, lr)? {
+                Some(norm) => grad_norms.push(norm),
+                None => skipped = true,
+            }
+        }
+    }
+    let mut metrics = acc.mean();
+    metrics.insert("loss".into(), mean(&losses));
+    metrics.insert("grad_norm".into(), mean(&grad_norms));
+    metrics.insert("optimizer_steps".into(), grad_norms.len() as f64);
+    metrics.insert("skipped".into(), if skipped { 1.0 } else { 0.0 });
+    Ok(metrics)
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len().max(1) as f64
+}
+
+/// Clip and step; `None` (and no update) when the gradient is not finite. Data-parallel
+/// training all-reduces `grads` here, before the norm is taken.
+pub fn step_optimizer(
+    params: &Params,
+    opt: &mut AdamW,
+    grads: &mut GradStore,
+    max_norm: f64,
+    lr: f64,
+) -> Result<Option<f64>> {
+    let named = params.named_vars();
+    let norm = optim::clip_grad_norm(&named, grads, max_norm)?;
+    if !norm.is_finite() {
+        return Ok(None);
+    }
+    opt.step(grads, lr)?;
+    Ok(Some(norm))
+}
+
+/// Loss of one micro-batch under the current weights (with graph) and its metrics.
+fn micro_loss(
+    ctx: &UpdateCtx,
+    plan: &UpdatePlan,
+    algo: &dyn Algorithm,
+    seqs: &[Sequence],
+    micro: &[usize],
+    shape: &MinibatchShape,
+) -> Result<(Tensor, Metrics)> {
+    let dev = ctx.device;
+    let temp = plan.logprob_temperature;
+    let pairs: Vec<(&[u32], &[u32])> = micro
+        .iter()
+        .map(|&i| (seqs[i].prompt.as_slice(), seqs[i].tokens.as_slice()))
+        .collect();
+    let config = &ctx.policy.config;
+    let train = Decoder::new(config, &ctx.policy.params, Mode::Train)?;
+    let cur = completion_stats(&train, &pairs, temp, dev)?;
+    let ref_logp = match ctx.reference {
+        Some(p) => Some(
+            completion_stats(&Decoder::new(config, p, Mode::Infer)?, &pairs, temp, dev)?
+                .logp
+                .detach(),
+        ),
+        None => None,
+    };
+    let targets: Vec<SequenceTargets> = micro
+        .iter()
+        .map(|&i| {
+            let s = &seqs[i];
+            SequenceTargets {
+                old_logp: &s.old_logp,
+                old_mean_logp: &s.old_mean_logp,
+                advantage: s.advantage,
+                weight: algo.token_weight(s.tokens.len(), shape),
+                group: s.group,
+            }
+        })
+        .collect();
+    let batch = TokenBatch::new(&targets, ref_logp, dev)?;
+    algo.loss(&cur, &batch)
+}
+
+/// The mini-batches of one pass: `n` contiguous parts of near-equal size, or with
+/// `keep_groups` near-equal numbers of whole groups.
+fn minibatches(order: &[usize], seqs: &[Sequence], n: usize, keep_groups: bool) -> Vec<Vec<usize>> {
+    if !keep_groups {
+        return split_even(order, n)
+            .into_iter()
+            .map(<[usize]>::to_vec)
+            .collect();
+    }
+    let groups = runs_of_groups(order, seqs);
+    split_even(&(0..groups.len()).collect::<Vec<_>>(), n)
+        .into_iter()
+        .map(|part| {
+            part.iter()
+                .flat_map(|&g| groups[g].iter().copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// Micro-batches of at most `size` sequences; with `keep_groups`, whole groups packed greedily
+/// (a group larger than `size` is one micro-batch of its own).
+fn micro_batches(
+    active: &[usize],
+    seqs: &[Sequence],
+    size: usize,
+    keep_groups: bool,
+) -> Vec<Vec<usize>> {
+    if !keep_groups {
+        return active.chunks(size.max(1)).map(<[usize]>::to_vec).collect();
+    }
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for g in runs_of_groups(active, seqs) {
+        match out.last_mut() {
+            Some(last) if last.len() + g.len() <= size => last.extend(g),
+            _ => out.push(g),
+        }
+    }
+    out
+}
+
+/// Consecutive runs of the same group in `order`.
+fn runs_of_groups(order: &[usize], seqs: &[Sequence]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for &i in order {
+        match out.last_mut() {
+            Some(run) if seqs[run[0]].group == seqs[i].group => run.push(i),
+            _ => out.push(vec![i]),
+        }
+    }
+    out
+}
+
+/// Shuffle sequences, or with `keep_groups` the order of whole groups.
+fn shuffle(order: &mut Vec<usize>, seqs: &[Sequence], keep_groups: bool, rng: &mut ChaCha8Rng) {
+    if !keep_groups {
+        order.shuffle(rng);
+        return;
+    }
+    let mut groups = runs_of_groups(order, seqs);
+    groups.shuffle(rng);
+    *order = groups.concat();
+}
+
+/// Split `xs` into `n` contiguous parts of near-equal size.
+fn split_even(xs: &[usize], n: usize) -> Vec<&[usize]> {
+    let n = n.max(1);
+    let base = xs.len() / n;
+    let extra = xs.len() % n;
+    let mut out = Vec::with_capacity(n);
+    let mut start = 0;
+    for i in 0..n {
+        let len = base + usize::from(i < extra);
+        out.push(&xs[start..start + len]);
+        start += len;
+    }
+    out
+}
+
+/// Token-weighted running means of micro-batch metrics.
+#[derive(Default)]
+struct MetricAcc {
+    sums: BTreeMap<String, (f64, f64)>,
+}
+
+impl MetricAcc {
+    fn add(&mut self, m: &Metrics, weight: f64) {
+        for (k, v) in m {
+            let e = self.sums.entry(k.clone()).or_insert((0.0, 0.0));
+            e.0 += v * weight;
+            e.1 += weight;
+        }
+    }
+
+    fn mean(&self) -> Metrics {
+        self.sums
+            .iter()
+            .map(|(k, (s, w))| (k.clone(), s / w.max(1e-12)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seqs(groups: &[usize]) -> Vec<Sequence> {
+        groups
+            .iter()
+            .map(|&group| Sequence {
+                prompt: Arc::new(vec![1]),
+                tokens: vec![2],
+                old_logp: vec![0.0],
+                old_mean_logp: vec![0.0],
+                advantage: 1.0,
+                group,
+                in_loss: true,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_even_spreads_the_remainder_over_the_first_parts() {
+        let xs: Vec<usize> = (0..7).collect();
+        let parts: Vec<usize> = split_even(&xs, 3).iter().map(|p| p.len()).collect();
+        assert_eq!(parts, [3, 2, 2]);
+        assert_eq!(split_even(&xs, 1)[0], &xs[..]);
+    }
+
+    #[test]
+    fn groups_stay_whole_when_asked() {
+        // Three groups of 3; 2 mini-batches and micro-batches of 4.
+        let s = seqs(&[0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        let order: Vec<usize> = (0..9).collect();
+        let mbs = minibatches(&order, &s, 2, true);
+        assert_eq!(mbs, [vec![0, 1, 2, 3, 4, 5], vec![6, 7, 8]]);
+        // Without groups a mini-batch may cut one.
+        assert_eq!(minibatches(&order, &s, 2, false)[0], [0, 1, 2, 3, 4]);
+        assert_eq!(
+            micro_batches(&mbs[0], &s, 4, true),
+            [vec![0, 1, 2], vec![3, 4, 5]]
+        );
+        assert_eq!(micro_batches(&mbs[0], &s, 4, false)[0], [0, 1, 2, 3]);
+        // A group larger than a micro-batch is one of its own; small ones pack together.
+        let s = seqs(&[0, 1, 2, 2, 2, 2, 2]);
+        assert_eq!(
+            micro_batches(&(0..7).collect::<Vec<_>>(), &s, 3, true),
+            [vec![0, 1], vec![2, 3, 4, 5, 6]]
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let s = seqs(&[0, 0, 1, 1, 2, 2]);
+        let mut o: Vec<usize> = (0..6).collect();
+        shuffle(&mut o, &s, true, &mut rng);
+        for pair in o.chunks(2) {
+            assert_eq!(s[pair[0]].group, s[pair[1]].group, "{o:?}");
+        }
+    }
+}
