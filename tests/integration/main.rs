@@ -8,3 +8,4 @@ mod generation;
 mod gguf;
 mod golden;
 mod tree_mdp;
+mod vocab;
