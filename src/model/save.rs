@@ -72,8 +72,11 @@ pub fn save_hf_dir(
     // As transformers' `save_pretrained` writes it: each added token with its flags, so tools
     // that read only tokenizer_config.json also see which are special (added vocabulary tokens,
     // e.g. Semantic IDs, are not).
-    let mut added: Vec<(u32, tokenizers::AddedToken)> =
-        tokenizer.inner().get_added_tokens_decoder().into_iter().collect();
+    let mut added: Vec<(u32, tokenizers::AddedToken)> = tokenizer
+        .inner()
+        .get_added_tokens_decoder()
+        .into_iter()
+        .collect();
     added.sort_by_key(|(id, _)| *id);
     let decoder: serde_json::Map<String, Value> = added
         .into_iter()

@@ -80,7 +80,10 @@ impl Trainable {
     /// "train only the new tokens, base frozen" option.
     pub fn token_rows(ids: &[u32], tied: bool) -> Self {
         let mut m = BTreeMap::new();
-        m.insert("model.embed_tokens.weight".to_string(), Part::token_rows(ids));
+        m.insert(
+            "model.embed_tokens.weight".to_string(),
+            Part::token_rows(ids),
+        );
         if !tied {
             m.insert("lm_head.weight".to_string(), Part::token_rows(ids));
         }
@@ -137,7 +140,12 @@ impl Trainable {
         params
             .iter()
             .filter_map(|(n, v)| Some((self.part(n)?, v)))
-            .map(|(p, v)| p.element_ranges(v.dims()).iter().map(|r| r.len()).sum::<usize>())
+            .map(|(p, v)| {
+                p.element_ranges(v.dims())
+                    .iter()
+                    .map(|r| r.len())
+                    .sum::<usize>()
+            })
             .sum()
     }
 }
@@ -178,12 +186,17 @@ pub fn gradient_coverage(
             Part::All => n2 += g.sqr()?.sum_all()?.to_scalar::<f64>()?,
             Part::Rows(rows) => {
                 for r in rows {
-                    n2 += g.narrow(0, r.start, r.len())?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+                    n2 += g
+                        .narrow(0, r.start, r.len())?
+                        .sqr()?
+                        .sum_all()?
+                        .to_scalar::<f64>()?;
                 }
             }
         }
         if !n2.is_finite() || n2 == 0.0 {
-            cov.problems.push(format!("{name}: |g|² = {n2} over its trainable part"));
+            cov.problems
+                .push(format!("{name}: |g|² = {n2} over its trainable part"));
         }
     }
     Ok(cov)
@@ -204,7 +217,10 @@ mod tests {
             Part::rows([5..7, 0..2, 1..3, 7..8, 4..4]),
             Part::Rows(vec![0..3, 5..8])
         );
-        assert_eq!(Part::token_rows(&[9, 3, 4, 4]), Part::Rows(vec![3..5, 9..10]));
+        assert_eq!(
+            Part::token_rows(&[9, 3, 4, 4]),
+            Part::Rows(vec![3..5, 9..10])
+        );
         assert_eq!(
             Part::Rows(vec![1..2, 4..6]).element_ranges(&[8, 3]),
             vec![3..6, 12..18]
@@ -215,7 +231,10 @@ mod tests {
     #[test]
     fn token_rows_name_the_head_only_when_untied() {
         let t = Trainable::token_rows(&[4], true);
-        assert_eq!(t.part("model.embed_tokens.weight"), Some(Part::Rows(vec![4..5])));
+        assert_eq!(
+            t.part("model.embed_tokens.weight"),
+            Some(Part::Rows(vec![4..5]))
+        );
         assert_eq!(t.part("lm_head.weight"), None);
         let u = Trainable::token_rows(&[4], false);
         assert_eq!(u.part("lm_head.weight"), Some(Part::Rows(vec![4..5])));
@@ -225,12 +244,18 @@ mod tests {
     fn validate_rejects_unknown_names_and_rows_out_of_range() {
         let params = vec![("a".to_string(), var(4, 2)), ("b".to_string(), var(2, 2))];
         assert!(Trainable::names(["a"]).validate(&params).is_ok());
-        let e = Trainable::names(["c"]).validate(&params).unwrap_err().to_string();
+        let e = Trainable::names(["c"])
+            .validate(&params)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`c`") && e.contains("hint"), "{e}");
         let rows = Trainable::Only(BTreeMap::from([("a".to_string(), Part::rows([2..5]))]));
         let e = rows.validate(&params).unwrap_err().to_string();
         assert!(e.contains("2..5") && e.contains("4 rows"), "{e}");
-        assert_eq!(Trainable::names(["b"]).frozen(&params), vec!["a".to_string()]);
+        assert_eq!(
+            Trainable::names(["b"]).frozen(&params),
+            vec!["a".to_string()]
+        );
         assert_eq!(rows.num_trainable(&params), 6);
         assert_eq!(Trainable::All.num_trainable(&params), 12);
     }
@@ -245,9 +270,18 @@ mod tests {
         grads.insert(a.as_tensor(), g);
         let ok = Trainable::Only(BTreeMap::from([("a".to_string(), Part::rows([0..1]))]));
         let cov = gradient_coverage(&params, &ok, &grads).unwrap();
-        assert_eq!((cov.checked, cov.frozen, cov.problems.len()), (1, vec!["b".into()], 0));
+        assert_eq!(
+            (cov.checked, cov.frozen, cov.problems.len()),
+            (1, vec!["b".into()], 0)
+        );
         let bad = Trainable::Only(BTreeMap::from([("a".to_string(), Part::rows([2..3]))]));
-        assert_eq!(gradient_coverage(&params, &bad, &grads).unwrap().problems.len(), 1);
+        assert_eq!(
+            gradient_coverage(&params, &bad, &grads)
+                .unwrap()
+                .problems
+                .len(),
+            1
+        );
         let all = gradient_coverage(&params, &Trainable::All, &grads).unwrap();
         assert_eq!(all.problems, vec!["b: no gradient".to_string()]);
     }

@@ -277,7 +277,10 @@ mod tests {
         );
         // One new id: the second padding row stays as it was.
         let out = with_mean_rows(&w, 3, &(3..4), 5).unwrap();
-        assert_eq!(out.to_vec2::<f32>().unwrap()[3..], [vec![3., 5.], vec![8., 8.]]);
+        assert_eq!(
+            out.to_vec2::<f32>().unwrap()[3..],
+            [vec![3., 5.], vec![8., 8.]]
+        );
     }
 
     #[test]
@@ -294,7 +297,10 @@ mod tests {
         assert_eq!(plan.tokens, vec!["<a_1>", "<a_2>", "<z>"]);
         assert!(plan.train_only_new_tokens);
         let json: VocabSection = toml::from_str("add_tokens = { file = \"t.json\" }").unwrap();
-        assert_eq!(json.resolve(dir.path()).unwrap().tokens, vec!["<b_1>", "<b_2>"]);
+        assert_eq!(
+            json.resolve(dir.path()).unwrap().tokens,
+            vec!["<b_1>", "<b_2>"]
+        );
 
         assert!(toml::from_str::<VocabSection>("add_tokens = { files = \"x\" }").is_err());
         let missing: VocabSection = toml::from_str("add_tokens = { file = \"nope.txt\" }").unwrap();

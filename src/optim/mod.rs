@@ -557,15 +557,26 @@ mod tests {
             weight_decay: wd,
             ..Default::default()
         };
-        let params = vec![("f".to_string(), frozen.clone()), ("w".to_string(), w.clone())];
+        let params = vec![
+            ("f".to_string(), frozen.clone()),
+            ("w".to_string(), w.clone()),
+        ];
         (w, frozen, AdamW::build(params, &t, cfg, host).unwrap())
     }
 
     fn row_grads(w: &Var, frozen: &Var, k: usize) -> GradStore {
         let mut g = GradStore::default();
-        let gw: Vec<f32> = (0..12).map(|i| ((i * 5 + k * 3) % 7) as f32 * 0.2 - 0.6).collect();
-        g.insert(w.as_tensor(), Tensor::from_vec(gw, (4, 3), &Device::Cpu).unwrap());
-        g.insert(frozen.as_tensor(), Tensor::new(&[5f32, 5.], &Device::Cpu).unwrap());
+        let gw: Vec<f32> = (0..12)
+            .map(|i| ((i * 5 + k * 3) % 7) as f32 * 0.2 - 0.6)
+            .collect();
+        g.insert(
+            w.as_tensor(),
+            Tensor::from_vec(gw, (4, 3), &Device::Cpu).unwrap(),
+        );
+        g.insert(
+            frozen.as_tensor(),
+            Tensor::new(&[5f32, 5.], &Device::Cpu).unwrap(),
+        );
         g
     }
 
@@ -577,8 +588,12 @@ mod tests {
             let before = w.as_tensor().to_vec2::<f32>().unwrap();
             // The trainable rows alone, as a (2, 3) parameter under plain AdamW: the reference.
             let alone = Var::from_tensor(
-                &Tensor::from_vec([before[1].clone(), before[3].clone()].concat(), (2, 3), &Device::Cpu)
-                    .unwrap(),
+                &Tensor::from_vec(
+                    [before[1].clone(), before[3].clone()].concat(),
+                    (2, 3),
+                    &Device::Cpu,
+                )
+                .unwrap(),
             )
             .unwrap();
             let cfg = opt.config().clone();
@@ -601,7 +616,11 @@ mod tests {
             let after = w.as_tensor().to_vec2::<f32>().unwrap();
             let bits = |r: &[f32]| r.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             for r in [0, 2] {
-                assert_eq!(bits(&after[r]), bits(&before[r]), "frozen row {r} (host {host})");
+                assert_eq!(
+                    bits(&after[r]),
+                    bits(&before[r]),
+                    "frozen row {r} (host {host})"
+                );
             }
             assert_eq!(values(&frozen), vec![1.0, -2.0]);
             let want = alone.as_tensor().to_vec2::<f32>().unwrap();
@@ -621,7 +640,10 @@ mod tests {
         )
         .unwrap();
         g.insert(w.as_tensor(), gw);
-        g.insert(frozen.as_tensor(), Tensor::new(&[100f32, 100.], &Device::Cpu).unwrap());
+        g.insert(
+            frozen.as_tensor(),
+            Tensor::new(&[100f32, 100.], &Device::Cpu).unwrap(),
+        );
         assert_eq!(opt.grad_norm(&g).unwrap(), 5.0);
         assert_eq!(opt.clip_grad_norm(&mut g, 1.0).unwrap(), 5.0);
         assert!((opt.grad_norm(&g).unwrap() - 1.0).abs() < 1e-6);

@@ -338,8 +338,9 @@ mod tests {
             )
             .unwrap();
             let t = Trainable::Only([("w".to_string(), Part::rows(rows))].into_iter().collect());
-            let opt = AdamW::with_trainable(vec![("w".into(), w.clone())], &t, AdamWConfig::default())
-                .unwrap();
+            let opt =
+                AdamW::with_trainable(vec![("w".into(), w.clone())], &t, AdamWConfig::default())
+                    .unwrap();
             (w, opt)
         };
         let g = |w: &Var| {
@@ -355,7 +356,13 @@ mod tests {
         resumed.load(&path).unwrap();
         opt.step(&g(&w), 0.1).unwrap();
         resumed.step(&g(&w2), 0.1).unwrap();
-        let flat = |w: &Var| w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let flat = |w: &Var| {
+            w.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
         assert_eq!(flat(&w), flat(&w2));
         let (_, mut other) = mk(vec![1..4]);
         let e = format!("{:#}", other.load(&path).unwrap_err());

@@ -82,7 +82,10 @@ fn new_ids_start_at_the_tokenizer_length_with_mean_rows() {
         assert!(added.existing.is_empty());
         assert_eq!((added.rows_before, added.rows_after), (n, n + 3));
         assert_eq!(added.reused_padding_rows, 0);
-        assert_eq!((m.config.vocab_size, m.tokenizer.vocab_size()), (n + 3, n + 3));
+        assert_eq!(
+            (m.config.vocab_size, m.tokenizer.vocab_size()),
+            (n + 3, n + 3)
+        );
         // Tied stays one tensor; untied grows both.
         assert_eq!(m.params.names(), names_before.as_slice(), "{fam}");
         let mut mats = vec![(EMBED, e0)];
@@ -96,7 +99,10 @@ fn new_ids_start_at_the_tokenizer_length_with_mean_rows() {
             let mean = mean_of(&before, n);
             for r in &after[n..] {
                 let d = r.iter().zip(&mean).map(|(&x, y)| (x as f64 - y).abs());
-                assert!(d.fold(0.0, f64::max) < 1e-6, "{fam} {name}: new row is not the mean");
+                assert!(
+                    d.fold(0.0, f64::max) < 1e-6,
+                    "{fam} {name}: new row is not the mean"
+                );
             }
         }
         // The decoder reads the new size from the config and the tensors.
@@ -119,7 +125,10 @@ fn adding_an_existing_token_is_a_no_op_that_reports_its_id() {
         ("he".to_string(), he),
         ("<a_1>".to_string(), first.new_ids.start),
     ];
-    assert_eq!((again.ids.clone(), again.existing.clone()), (want.clone(), want));
+    assert_eq!(
+        (again.ids.clone(), again.existing.clone()),
+        (want.clone(), want)
+    );
     assert!(again.new_ids.is_empty());
     assert_eq!((again.rows_before, again.rows_after), (513, 513));
     assert_eq!(m.tokenizer.vocab_size(), 513);
@@ -245,9 +254,17 @@ fn train_new_rows(fixture: &str, padded: usize) -> LoadedModel {
         if name == EMBED || name == HEAD {
             let h = m.config.hidden_size;
             let old = 512 * h;
-            assert_eq!(bits(&now[..old]), bits(&before[..old]), "{fixture} {name} old rows");
+            assert_eq!(
+                bits(&now[..old]),
+                bits(&before[..old]),
+                "{fixture} {name} old rows"
+            );
             // The new rows all started at the mean; training set them apart.
-            assert_ne!(now[old..old + h], now[old + h..old + 2 * h], "{fixture}: trained");
+            assert_ne!(
+                now[old..old + h],
+                now[old + h..old + 2 * h],
+                "{fixture}: trained"
+            );
         } else {
             assert_eq!(bits(&now), bits(before), "{fixture} {name} is frozen");
         }
@@ -289,7 +306,10 @@ fn trained_new_rows_save_and_load_in_transformers_with_the_same_logits() {
         .unwrap();
         let ids = m.tokenizer.encode(TEXT, false).unwrap();
         let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
-        let ours: Vec<Vec<f32>> = logits_of(&dec, &ids, &Device::Cpu).unwrap().to_vec2().unwrap();
+        let ours: Vec<Vec<f32>> = logits_of(&dec, &ids, &Device::Cpu)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
 
         // Round trip in llmrl: the same tokenizer and logits, bit for bit (f32 on disk).
         let back = model::load(&ModelSource::Dir(dir.clone()), &Device::Cpu, DType::F32).unwrap();
@@ -298,8 +318,15 @@ fn trained_new_rows_save_and_load_in_transformers_with_the_same_logits() {
         assert_eq!(back.tokenizer.encode(TEXT, false).unwrap(), ids);
         assert_eq!(back.tokenizer.decode(&ids, true), TEXT);
         let dec2 = Decoder::new(&back.config, &back.params, Mode::Infer).unwrap();
-        let again: Vec<Vec<f32>> = logits_of(&dec2, &ids, &Device::Cpu).unwrap().to_vec2().unwrap();
-        assert_eq!(bits(&again.concat()), bits(&ours.concat()), "{case}: round trip");
+        let again: Vec<Vec<f32>> = logits_of(&dec2, &ids, &Device::Cpu)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(
+            bits(&again.concat()),
+            bits(&ours.concat()),
+            "{case}: round trip"
+        );
 
         // What the script compares transformers against.
         let note = json!({
@@ -319,8 +346,16 @@ fn trained_new_rows_save_and_load_in_transformers_with_the_same_logits() {
     let golden = golden();
     for (case, ids, ours, vocab_size) in results {
         let g = &golden["cases"][case];
-        assert_eq!(ids, crate::common::ids(&g["input_ids"]), "{case}: tokenization");
-        assert_eq!(g["decoded"].as_str().unwrap(), TEXT, "{case}: transformers decode");
+        assert_eq!(
+            ids,
+            crate::common::ids(&g["input_ids"]),
+            "{case}: tokenization"
+        );
+        assert_eq!(
+            g["decoded"].as_str().unwrap(),
+            TEXT,
+            "{case}: transformers decode"
+        );
         assert_eq!(g["vocab_size"].as_u64().unwrap() as usize, vocab_size);
         assert_eq!(g["len_tokenizer"].as_u64().unwrap(), 518);
         let want = g["logits"].as_array().unwrap();
@@ -332,8 +367,15 @@ fn trained_new_rows_save_and_load_in_transformers_with_the_same_logits() {
                 .map(|x| x.as_f64().unwrap() as f32)
                 .collect();
             assert_eq!(w.len(), row.len());
-            let d = row.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-            assert!(d <= 1e-4, "{case} position {t}: max |Δlogit| vs transformers = {d}");
+            let d = row
+                .iter()
+                .zip(&w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                d <= 1e-4,
+                "{case} position {t}: max |Δlogit| vs transformers = {d}"
+            );
         }
     }
 }
@@ -343,7 +385,10 @@ fn added_tokens_on_the_smollm2_gguf() {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let gguf = root.join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !gguf.exists() {
-        eprintln!("skipped: {} not present (run scripts/fetch_model.sh)", gguf.display());
+        eprintln!(
+            "skipped: {} not present (run scripts/fetch_model.sh)",
+            gguf.display()
+        );
         return;
     }
     let mut m = model::load(&ModelSource::Gguf(gguf), &Device::Cpu, DType::F32).unwrap();
@@ -364,17 +409,29 @@ fn added_tokens_on_the_smollm2_gguf() {
     if dir.exists() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
-    model::save_hf_dir(&dir, &m.config, &m.params, &m.tokenizer, m.generation_config.as_ref())
-        .unwrap();
+    model::save_hf_dir(
+        &dir,
+        &m.config,
+        &m.params,
+        &m.tokenizer,
+        m.generation_config.as_ref(),
+    )
+    .unwrap();
     let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
-    let ours: Vec<Vec<f32>> = logits_of(&dec, &ids, &Device::Cpu).unwrap().to_vec2().unwrap();
+    let ours: Vec<Vec<f32>> = logits_of(&dec, &ids, &Device::Cpu)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
     drop(dec);
     drop(m);
     let back = model::load(&ModelSource::Dir(dir.clone()), &Device::Cpu, DType::F32).unwrap();
     assert_eq!(back.tokenizer.encode(text, false).unwrap(), ids);
     assert_eq!(back.tokenizer.decode(&ids, true), text);
     let dec = Decoder::new(&back.config, &back.params, Mode::Infer).unwrap();
-    let again: Vec<Vec<f32>> = logits_of(&dec, &ids, &Device::Cpu).unwrap().to_vec2().unwrap();
+    let again: Vec<Vec<f32>> = logits_of(&dec, &ids, &Device::Cpu)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
     assert_eq!(bits(&again.concat()), bits(&ours.concat()));
     let note = json!({
         "text": text,
