@@ -11,6 +11,9 @@
 //! tokens" ([`Trainable::token_rows`]) is one instance. Gradients are still computed for frozen
 //! parameters (candle has no `requires_grad`); they are ignored, not avoided.
 
+// Row sets are lists of ranges; a one-range list is the common case, not a mistake.
+#![allow(clippy::single_range_in_vec_init)]
+
 use std::collections::BTreeMap;
 use std::ops::Range;
 

@@ -325,6 +325,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)]
     fn row_subset_state_round_trips_and_must_match() {
         use crate::model::trainable::{Part, Trainable};
         let dir = tempfile::tempdir().unwrap();
