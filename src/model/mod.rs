@@ -2,6 +2,7 @@
 //!
 //! `load` turns a model source (local HF directory, hub id, `.gguf` file) into a [`LoadedModel`]:
 //! config, weights as named `Var`s ([`Params`]), and a [`Tokenizer`] with its chat template.
+//! `vocab` adds tokens to a loaded model; `trainable` says which parameters (or rows) train.
 
 pub mod config;
 pub mod decoder;
@@ -23,3 +24,7 @@ pub use load::{load, LoadedModel, ModelSource};
 pub use tokenizer::{Message, Tokenizer};
 pub mod save;
 pub use save::save_hf_dir;
+pub mod trainable;
+pub mod vocab;
+pub use trainable::{gradient_coverage, Coverage, Part, Trainable};
+pub use vocab::{add_tokens, AddedTokens, VocabPlan, VocabSection};

@@ -90,6 +90,19 @@ impl Params {
             .unwrap_or(Device::Cpu)
     }
 
+    /// Replaces the weight `name` by a new variable holding `t` (e.g. a resized embedding); its
+    /// shape may differ. Decoders and optimizers built before hold the old variable, so build them
+    /// after any replacement.
+    pub fn replace(&mut self, name: &str, t: &Tensor) -> Result<()> {
+        let slot = self
+            .vars
+            .get_mut(name)
+            .with_context(|| format!("weight `{name}` not found in the checkpoint"))?;
+        // `detach` so that a tensor which is itself a variable is copied, never shared.
+        *slot = Var::from_tensor(&t.detach())?;
+        Ok(())
+    }
+
     /// A deep copy (new storage): a frozen reference model or a snapshot for tests.
     pub fn deep_clone(&self) -> Result<Self> {
         let tensors = self

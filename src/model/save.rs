@@ -69,6 +69,28 @@ pub fn save_hf_dir(
     if let Some(t) = &tokenizer.chat_template {
         m.insert("chat_template".into(), t.clone().into());
     }
+    // As transformers' `save_pretrained` writes it: each added token with its flags, so tools
+    // that read only tokenizer_config.json also see which are special (added vocabulary tokens,
+    // e.g. Semantic IDs, are not).
+    let mut added: Vec<(u32, tokenizers::AddedToken)> = tokenizer
+        .inner()
+        .get_added_tokens_decoder()
+        .into_iter()
+        .collect();
+    added.sort_by_key(|(id, _)| *id);
+    let decoder: serde_json::Map<String, Value> = added
+        .into_iter()
+        .map(|(id, t)| {
+            let v = json!({
+                "content": t.content, "lstrip": t.lstrip, "normalized": t.normalized,
+                "rstrip": t.rstrip, "single_word": t.single_word, "special": t.special,
+            });
+            (id.to_string(), v)
+        })
+        .collect();
+    if !decoder.is_empty() {
+        m.insert("added_tokens_decoder".into(), Value::Object(decoder));
+    }
     write("tokenizer_config.json", &tc)?;
     let gen = generation_config.cloned().unwrap_or_else(
         || json!({ "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_ids }),

@@ -121,6 +121,33 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Adds `tokens` as *non-special* added tokens, the way transformers' `tokenizer.add_tokens`
+    /// does (`AddedToken(content, special=False)`, so `normalized = true`): they are matched in
+    /// raw text before the model's own splitting, and decoding keeps them as text, also with
+    /// `skip_special = true` (a special token would vanish from decoded completions). Returns each
+    /// token's id in order. A token already in the vocabulary keeps its id and is not re-added
+    /// (a vocabulary piece would otherwise become an added token and change how text around it
+    /// splits); the tokenizers crate numbers the new ones on from the current length.
+    pub fn add_tokens(&mut self, tokens: &[&str]) -> Result<Vec<u32>> {
+        let new: Vec<tokenizers::AddedToken> = tokens
+            .iter()
+            .filter(|t| self.token_id(t).is_none())
+            .map(|t| tokenizers::AddedToken::from(t.to_string(), false))
+            .collect();
+        if !new.is_empty() {
+            self.inner
+                .add_tokens(new)
+                .map_err(|e| anyhow!("adding tokens to the tokenizer: {e}"))?;
+        }
+        tokens
+            .iter()
+            .map(|t| {
+                self.token_id(t)
+                    .with_context(|| format!("token {t:?} has no id after adding it (empty?)"))
+            })
+            .collect()
+    }
+
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

@@ -7,7 +7,7 @@ use candle_core::{Error, Result};
 use rayon::prelude::*;
 
 use super::kernel::contiguous_range;
-use super::CHUNK;
+use super::{AdamW, CHUNK};
 
 /// Global L2 norm of the gradients of `params` (parameters without a gradient count as zero),
 /// accumulated in f64.
@@ -52,12 +52,53 @@ pub fn clip_grad_norm(
     max_norm: f64,
 ) -> Result<f64> {
     let norm = grad_norm(params, grads)?;
+    scale_to(params, grads, norm, max_norm)?;
+    Ok(norm)
+}
+
+impl AdamW {
+    /// Global L2 norm of the gradients over what this optimizer trains: frozen parameters and
+    /// frozen rows do not count (with everything trainable, [`grad_norm`] of the same parameters).
+    pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
+        let mut sum_sq = 0f64;
+        for ((_, var), st) in self.params.iter().zip(&self.state) {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            match &st.rows {
+                None => sum_sq += sum_sq_of(g)?,
+                Some(rows) => {
+                    for r in rows {
+                        sum_sq += sum_sq_of(&g.narrow(0, r.start, r.len())?)?;
+                    }
+                }
+            }
+        }
+        Ok(sum_sq.sqrt())
+    }
+
+    /// [`clip_grad_norm`] over what this optimizer trains (see [`AdamW::grad_norm`]); the
+    /// gradients of its parameters are scaled whole (frozen rows are ignored by the step anyway).
+    pub fn clip_grad_norm(&self, grads: &mut GradStore, max_norm: f64) -> Result<f64> {
+        let norm = self.grad_norm(grads)?;
+        scale_to(&self.params, grads, norm, max_norm)?;
+        Ok(norm)
+    }
+}
+
+/// Scales the gradients of `params` by `max_norm / (norm + 1e-6)` when `norm` is above `max_norm`.
+fn scale_to(
+    params: &[(String, Var)],
+    grads: &mut GradStore,
+    norm: f64,
+    max_norm: f64,
+) -> Result<()> {
     if !(norm.is_finite() && max_norm > 0.0 && max_norm.is_finite()) {
-        return Ok(norm);
+        return Ok(());
     }
     let coef = max_norm / (norm + 1e-6);
     if coef >= 1.0 {
-        return Ok(norm);
+        return Ok(());
     }
     for (_, var) in params {
         let Some(g) = grads.get(var.as_tensor()) else {
@@ -73,7 +114,7 @@ pub fn clip_grad_norm(
             grads.insert(var.as_tensor(), scaled);
         }
     }
-    Ok(norm)
+    Ok(())
 }
 
 struct Scale(f32);

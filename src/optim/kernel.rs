@@ -1,6 +1,7 @@
 //! The AdamW update arithmetic: in place over the buffers on CPU, as tensor ops elsewhere.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use candle_core::backend::BackendStorage as _;
 use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Tensor};
@@ -91,7 +92,31 @@ fn update_parallel<T: Copy + Send + Sync>(
 pub(super) struct AdamWKernel<'a> {
     pub(super) m: RefCell<&'a mut Vec<f32>>,
     pub(super) v: RefCell<&'a mut Vec<f32>>,
+    /// Element ranges of the parameter to update, in order; the moments hold exactly these
+    /// elements one after another. Elements outside are not read or written.
+    pub(super) segments: Vec<Range<usize>>,
     pub(super) c: Coeffs,
+}
+
+/// [`update_parallel`] over each segment of `p` / `g`, with the moments packed.
+#[allow(clippy::too_many_arguments)]
+fn update_segments<T: Copy + Send + Sync>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [f32],
+    v: &mut [f32],
+    segments: &[Range<usize>],
+    c: &Coeffs,
+    load: impl Fn(T) -> f32 + Sync + Send + Copy,
+    store: impl Fn(f32) -> T + Sync + Send + Copy,
+) {
+    let mut off = 0;
+    for s in segments {
+        let n = s.len();
+        let (ms, vs) = (&mut m[off..off + n], &mut v[off..off + n]);
+        update_parallel(&mut p[s.clone()], &g[s.clone()], ms, vs, c, load, store);
+        off += n;
+    }
 }
 
 pub(super) fn contiguous_range(l: &Layout, what: &str) -> Result<(usize, usize)> {
@@ -115,30 +140,41 @@ impl InplaceOp2 for AdamWKernel<'_> {
         let (g0, g1) = contiguous_range(l2, "gradient")?;
         let mut m = self.m.borrow_mut();
         let mut v = self.v.borrow_mut();
-        if p1 - p0 != m.len() || g1 - g0 != m.len() {
+        let covered: usize = self.segments.iter().map(|s| s.len()).sum();
+        let in_range = self.segments.iter().all(|s| s.end <= p1 - p0);
+        if p1 - p0 != g1 - g0 || covered != m.len() || covered != v.len() || !in_range {
             return Err(Error::Msg(
                 "AdamW: moment and parameter sizes differ".into(),
             ));
         }
-        let c = &self.c;
+        let (c, segs) = (&self.c, self.segments.as_slice());
         match (s1, s2) {
-            (CpuStorage::F32(p), CpuStorage::F32(g)) => {
-                update_parallel(&mut p[p0..p1], &g[g0..g1], &mut m, &mut v, c, |x| x, |x| x)
-            }
-            (CpuStorage::BF16(p), CpuStorage::BF16(g)) => update_parallel(
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => update_segments(
                 &mut p[p0..p1],
                 &g[g0..g1],
                 &mut m,
                 &mut v,
+                segs,
+                c,
+                |x| x,
+                |x| x,
+            ),
+            (CpuStorage::BF16(p), CpuStorage::BF16(g)) => update_segments(
+                &mut p[p0..p1],
+                &g[g0..g1],
+                &mut m,
+                &mut v,
+                segs,
                 c,
                 |x| x.to_f32(),
                 half::bf16::from_f32,
             ),
-            (CpuStorage::F16(p), CpuStorage::F16(g)) => update_parallel(
+            (CpuStorage::F16(p), CpuStorage::F16(g)) => update_segments(
                 &mut p[p0..p1],
                 &g[g0..g1],
                 &mut m,
                 &mut v,
+                segs,
                 c,
                 |x| x.to_f32(),
                 half::f16::from_f32,

@@ -15,6 +15,12 @@
 //!   evaluated at the number of optimizer steps already taken (so the first step of a warmup uses
 //!   lr 0, exactly like HF's `LambdaLR`).
 //!
+//! - A trainable subset ([`AdamW::with_trainable`], a [`Trainable`]): frozen parameters get no
+//!   moments and no update; of a partially trainable tensor (rows along dim 0, e.g. only the new
+//!   tokens' rows of the embedding) only those rows are read and written, so frozen rows stay
+//!   bit-identical also under weight decay, and the moments hold just the trainable rows.
+//!   [`AdamW::clip_grad_norm`] measures the same elements.
+//!
 //! Deliberately not here: other optimizers, AMSGrad/maximize/foreach variants, parameter groups
 //! (one learning rate and weight decay for all parameters), and gradient accumulation (the trainer
 //! sums micro-batch gradients before calling [`AdamW::step`]).
@@ -34,6 +40,7 @@ pub use schedule::LrSchedule;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
+use std::ops::Range;
 
 use anyhow::ensure;
 use candle_core::backprop::GradStore;
@@ -41,6 +48,7 @@ use candle_core::{DType, Tensor, Var};
 use candle_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::model::trainable::{Part, Trainable};
 use kernel::{update_tensors, AdamWKernel, Coeffs};
 
 /// Elements per rayon task: large enough to amortize scheduling, small enough to balance two to
@@ -99,7 +107,8 @@ impl AdamWConfig {
 // ------------------------------------------------------------------------------------------------
 // AdamW
 
-/// First and second moments of one parameter, always f32 (also for bf16 parameters).
+/// First and second moments of the trainable elements of one parameter, always f32 (also for
+/// bf16 parameters).
 enum Moments {
     /// CPU: updated in place by [`AdamWKernel`].
     Host { m: Vec<f32>, v: Vec<f32> },
@@ -111,7 +120,28 @@ struct ParamState {
     /// Updates applied to this parameter (torch keeps one per parameter: a parameter that missed
     /// a gradient has a different bias correction afterwards).
     step: u64,
+    /// The trainable rows (dim 0); `None`: the whole tensor.
+    rows: Option<Vec<Range<usize>>>,
     moments: Moments,
+}
+
+impl ParamState {
+    /// Element ranges of the parameter this state updates (row-major: rows are contiguous).
+    fn segments(&self, dims: &[usize]) -> Vec<Range<usize>> {
+        match &self.rows {
+            None => Part::All.element_ranges(dims),
+            Some(r) => Part::Rows(r.clone()).element_ranges(dims),
+        }
+    }
+
+    /// Shape of the moments: the parameter's, with dim 0 cut to the trainable rows.
+    fn moment_dims(&self, dims: &[usize]) -> Vec<usize> {
+        let mut d = dims.to_vec();
+        if let (Some(rows), Some(d0)) = (&self.rows, d.first_mut()) {
+            *d0 = rows.iter().map(|r| r.len()).sum();
+        }
+        d
+    }
 }
 
 /// What one [`AdamW::step`] did.
@@ -126,8 +156,11 @@ pub struct StepReport {
 
 /// `torch.optim.AdamW` over named candle variables, with savable state.
 pub struct AdamW {
+    /// The trainable parameters (wholly or in part), each with its state.
     params: Vec<(String, Var)>,
     state: Vec<ParamState>,
+    /// Names of the parameters given but frozen.
+    frozen: Vec<String>,
     cfg: AdamWConfig,
     /// Calls to [`AdamW::step`].
     step: u64,
@@ -136,21 +169,35 @@ pub struct AdamW {
 impl AdamW {
     /// Zero moments for every parameter. Names must be unique (they key the saved state).
     pub fn new(params: Vec<(String, Var)>, cfg: AdamWConfig) -> anyhow::Result<Self> {
-        Self::with_host_moments(params, cfg, true)
+        Self::build(params, &Trainable::All, cfg, true)
+    }
+
+    /// Only the `trainable` part of `params` is updated (and has moments); the rest is frozen.
+    /// Names in `trainable` that are not among `params`, or rows out of range, are an error.
+    pub fn with_trainable(
+        params: Vec<(String, Var)>,
+        trainable: &Trainable,
+        cfg: AdamWConfig,
+    ) -> anyhow::Result<Self> {
+        Self::build(params, trainable, cfg, true)
     }
 
     /// `host == false` forces the tensor-op path on CPU too (tests compare the two paths).
-    fn with_host_moments(
+    fn build(
         params: Vec<(String, Var)>,
+        trainable: &Trainable,
         cfg: AdamWConfig,
         host: bool,
     ) -> anyhow::Result<Self> {
         cfg.validate()?;
+        trainable.validate(&params)?;
         let mut seen = HashSet::new();
         let mut state = Vec::with_capacity(params.len());
-        for (name, var) in &params {
+        let mut kept = Vec::with_capacity(params.len());
+        let mut frozen = Vec::new();
+        for (name, var) in params {
             ensure!(
-                seen.insert(name.as_str()),
+                seen.insert(name.clone()),
                 "parameter name `{name}` given twice to AdamW"
             );
             ensure!(
@@ -158,21 +205,44 @@ impl AdamW {
                 "parameter `{name}` has dtype {:?}; AdamW needs a float parameter",
                 var.dtype()
             );
-            let n = var.elem_count();
-            let moments = if host && var.device().is_cpu() {
+            let rows = match trainable.part(&name) {
+                None => {
+                    frozen.push(name);
+                    continue;
+                }
+                Some(Part::All) => None,
+                Some(Part::Rows(r)) if r.is_empty() => {
+                    frozen.push(name);
+                    continue;
+                }
+                Some(Part::Rows(r)) => Some(r),
+            };
+            let mut st = ParamState {
+                step: 0,
+                rows,
+                moments: Moments::Host {
+                    m: vec![],
+                    v: vec![],
+                },
+            };
+            let dims = st.moment_dims(var.dims());
+            st.moments = if host && var.device().is_cpu() {
+                let n = dims.iter().product();
                 Moments::Host {
                     m: vec![0.0; n],
                     v: vec![0.0; n],
                 }
             } else {
-                let z = Tensor::zeros(var.shape(), DType::F32, var.device())?;
+                let z = Tensor::zeros(dims, DType::F32, var.device())?;
                 Moments::Device { m: z.clone(), v: z }
             };
-            state.push(ParamState { step: 0, moments });
+            state.push(st);
+            kept.push((name, var));
         }
         Ok(Self {
-            params,
+            params: kept,
             state,
+            frozen,
             cfg,
             step: 0,
         })
@@ -182,8 +252,14 @@ impl AdamW {
         &self.cfg
     }
 
+    /// The parameters this optimizer updates (wholly or in part); frozen ones are not here.
     pub fn params(&self) -> &[(String, Var)] {
         &self.params
+    }
+
+    /// Names of the parameters given to it but frozen.
+    pub fn frozen(&self) -> &[String] {
+        &self.frozen
     }
 
     /// Calls to [`AdamW::step`] so far (restored by [`AdamW::load`]).
@@ -191,8 +267,9 @@ impl AdamW {
         self.step
     }
 
-    /// One update with learning rate `lr` from the gradients in `grads`. Parameters without a
-    /// gradient are left unchanged and listed in the report.
+    /// One update with learning rate `lr` from the gradients in `grads`. Trainable parameters
+    /// without a gradient are left unchanged and listed in the report; frozen ones (and frozen
+    /// rows) are never touched, whatever their gradient.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<StepReport> {
         // Check every gradient first so a mismatch never leaves a half-applied update.
         for (name, var) in &self.params {
@@ -217,19 +294,37 @@ impl AdamW {
             };
             st.step += 1;
             let c = Coeffs::new(&self.cfg, lr, st.step);
-            match &mut st.moments {
-                Moments::Host { m, v } => {
+            let segments = st.segments(var.dims());
+            match (&mut st.moments, &st.rows) {
+                (Moments::Host { m, v }, _) => {
                     let grad = grad.contiguous()?;
                     let kernel = AdamWKernel {
                         m: RefCell::new(m),
                         v: RefCell::new(v),
+                        segments,
                         c,
                     };
                     var.as_tensor().inplace_op2(&grad, &kernel)?;
                 }
-                Moments::Device { m, v } => {
+                (Moments::Device { m, v }, None) => {
                     let (new_p, new_m, new_v) = update_tensors(var.as_tensor(), grad, m, v, &c)?;
                     var.set(&new_p)?;
+                    *m = new_m;
+                    *v = new_v;
+                }
+                (Moments::Device { m, v }, Some(rows)) => {
+                    // Gather the trainable rows, update them, scatter them back: frozen rows are
+                    // copied, never computed on.
+                    let p_rows = gather_rows(var.as_tensor(), rows)?; // (R, ...)
+                    let g_rows = gather_rows(grad, rows)?; // (R, ...)
+                    let (new_rows, new_m, new_v) = update_tensors(&p_rows, &g_rows, m, v, &c)?;
+                    let mut full = var.as_tensor().detach();
+                    let mut off = 0;
+                    for r in rows {
+                        full = full.slice_scatter0(&new_rows.narrow(0, off, r.len())?, r.start)?;
+                        off += r.len();
+                    }
+                    var.set(&full)?;
                     *m = new_m;
                     *v = new_v;
                 }
@@ -238,6 +333,15 @@ impl AdamW {
         }
         Ok(report)
     }
+}
+
+/// Rows `rows` of `t` along dim 0, concatenated: (sum of lengths, ...).
+fn gather_rows(t: &Tensor, rows: &[Range<usize>]) -> Result<Tensor> {
+    let parts = rows
+        .iter()
+        .map(|r| t.narrow(0, r.start, r.len()))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0)
 }
 
 #[cfg(test)]
@@ -252,7 +356,8 @@ mod tests {
     /// Runs two steps (G1, G2) at lr 1e-2 and returns the params after each.
     fn two_steps(cfg: AdamWConfig, host: bool) -> (Vec<f32>, Vec<f32>) {
         let p = var(&P0);
-        let mut opt = AdamW::with_host_moments(vec![("w".into(), p.clone())], cfg, host).unwrap();
+        let mut opt =
+            AdamW::build(vec![("w".into(), p.clone())], &Trainable::All, cfg, host).unwrap();
         opt.step(&grads(&[(&p, &G1)]), 1e-2).unwrap();
         let after1 = values(&p);
         opt.step(&grads(&[(&p, &G2)]), 1e-2).unwrap();
@@ -429,6 +534,130 @@ mod tests {
             ("w".to_string(), var(&[2.0])),
         ];
         assert!(AdamW::new(dup, AdamWConfig::default()).is_err());
+    }
+
+    /// A (4, 3) parameter whose rows 1 and 3 train; `host` picks the update path.
+    fn rows_setup(host: bool, wd: f64) -> (Var, Var, AdamW) {
+        let w = Var::from_tensor(
+            &Tensor::arange(0f32, 12., &Device::Cpu)
+                .unwrap()
+                .affine(0.1, -0.5)
+                .unwrap()
+                .reshape((4, 3))
+                .unwrap(),
+        )
+        .unwrap();
+        let frozen = var(&[1.0, -2.0]);
+        let t = Trainable::Only(
+            [("w".to_string(), Part::rows([1..2, 3..4]))]
+                .into_iter()
+                .collect(),
+        );
+        let cfg = AdamWConfig {
+            weight_decay: wd,
+            ..Default::default()
+        };
+        let params = vec![
+            ("f".to_string(), frozen.clone()),
+            ("w".to_string(), w.clone()),
+        ];
+        (w, frozen, AdamW::build(params, &t, cfg, host).unwrap())
+    }
+
+    fn row_grads(w: &Var, frozen: &Var, k: usize) -> GradStore {
+        let mut g = GradStore::default();
+        let gw: Vec<f32> = (0..12)
+            .map(|i| ((i * 5 + k * 3) % 7) as f32 * 0.2 - 0.6)
+            .collect();
+        g.insert(
+            w.as_tensor(),
+            Tensor::from_vec(gw, (4, 3), &Device::Cpu).unwrap(),
+        );
+        g.insert(
+            frozen.as_tensor(),
+            Tensor::new(&[5f32, 5.], &Device::Cpu).unwrap(),
+        );
+        g
+    }
+
+    #[test]
+    fn frozen_rows_and_params_stay_bit_identical_with_weight_decay() {
+        for host in [true, false] {
+            let (w, frozen, mut opt) = rows_setup(host, 0.1);
+            assert_eq!(opt.frozen(), ["f".to_string()]);
+            let before = w.as_tensor().to_vec2::<f32>().unwrap();
+            // The trainable rows alone, as a (2, 3) parameter under plain AdamW: the reference.
+            let alone = Var::from_tensor(
+                &Tensor::from_vec(
+                    [before[1].clone(), before[3].clone()].concat(),
+                    (2, 3),
+                    &Device::Cpu,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let cfg = opt.config().clone();
+            let mut reference = AdamW::build(
+                vec![("r".into(), alone.clone())],
+                &Trainable::All,
+                cfg,
+                host,
+            )
+            .unwrap();
+            for k in 0..5 {
+                let g = row_grads(&w, &frozen, k);
+                let report = opt.step(&g, 1e-2).unwrap();
+                assert_eq!((report.updated, report.without_grad.len()), (1, 0));
+                let gw = g.get(w.as_tensor()).unwrap();
+                let mut gr = GradStore::default();
+                gr.insert(alone.as_tensor(), gather_rows(gw, &[1..2, 3..4]).unwrap());
+                reference.step(&gr, 1e-2).unwrap();
+            }
+            let after = w.as_tensor().to_vec2::<f32>().unwrap();
+            let bits = |r: &[f32]| r.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for r in [0, 2] {
+                assert_eq!(
+                    bits(&after[r]),
+                    bits(&before[r]),
+                    "frozen row {r} (host {host})"
+                );
+            }
+            assert_eq!(values(&frozen), vec![1.0, -2.0]);
+            let want = alone.as_tensor().to_vec2::<f32>().unwrap();
+            assert_ne!(after[1], before[1]);
+            assert_eq!(bits(&after[1]), bits(&want[0]), "host {host}");
+            assert_eq!(bits(&after[3]), bits(&want[1]), "host {host}");
+        }
+    }
+
+    #[test]
+    fn grad_norm_counts_trainable_rows_only() {
+        let (w, frozen, opt) = rows_setup(true, 0.0);
+        let mut g = GradStore::default();
+        let gw = Tensor::new(
+            &[[9f32, 9., 9.], [3., 0., 0.], [9., 9., 9.], [0., 4., 0.]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        g.insert(w.as_tensor(), gw);
+        g.insert(
+            frozen.as_tensor(),
+            Tensor::new(&[100f32, 100.], &Device::Cpu).unwrap(),
+        );
+        assert_eq!(opt.grad_norm(&g).unwrap(), 5.0);
+        assert_eq!(opt.clip_grad_norm(&mut g, 1.0).unwrap(), 5.0);
+        assert!((opt.grad_norm(&g).unwrap() - 1.0).abs() < 1e-6);
+        // Everything trainable: the same as the free function over the same parameters.
+        let all = AdamW::new(vec![("w".into(), w.clone())], AdamWConfig::default()).unwrap();
+        let named = vec![("w".to_string(), w.clone())];
+        assert_eq!(all.grad_norm(&g).unwrap(), grad_norm(&named, &g).unwrap());
+    }
+
+    #[test]
+    fn trainable_names_are_checked() {
+        let t = Trainable::names(["nope"]);
+        let e = AdamW::with_trainable(vec![("w".into(), var(&[1.0]))], &t, AdamWConfig::default());
+        assert!(format!("{:#}", e.err().unwrap()).contains("`nope`"));
     }
 
     /// `cargo test --release --lib optim::tests::bench_135m -- --ignored --nocapture`

@@ -16,7 +16,7 @@ const STATE_VERSION: u32 = 1;
 
 impl AdamW {
     /// Writes the state to a safetensors file: `{name}.exp_avg` and `{name}.exp_avg_sq` (f32, the
-    /// parameter's shape) per parameter, and JSON metadata with the step counts and config.
+    /// parameter's shape, or its trainable rows' when only some rows train) per parameter, and JSON metadata with the step counts and config.
     /// Written to `path` + `.tmp` first and renamed, so a crash never leaves a torn file.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let meta = StateMeta {
@@ -32,12 +32,16 @@ impl AdamW {
                     name: name.clone(),
                     shape: var.dims().to_vec(),
                     step: st.step,
+                    rows: st
+                        .rows
+                        .as_ref()
+                        .map(|rs| rs.iter().map(|r| [r.start, r.end]).collect()),
                 })
                 .collect(),
         };
         let mut tensors = Vec::with_capacity(2 * self.params.len());
         for ((name, var), st) in self.params.iter().zip(&self.state) {
-            let shape = var.dims().to_vec();
+            let shape = st.moment_dims(var.dims());
             let (m, v) = match &st.moments {
                 Moments::Host { m, v } => (F32View::Borrowed(m), F32View::Borrowed(v)),
                 Moments::Device { m, v } => (
@@ -126,7 +130,7 @@ impl AdamW {
         }
         // Check every shape and tensor before touching any state.
         let mut staged = Vec::with_capacity(self.params.len());
-        for (name, var) in &self.params {
+        for ((name, var), ours) in self.params.iter().zip(&self.state) {
             let pm = saved[name.as_str()];
             ensure!(
                 pm.shape == var.dims(),
@@ -135,6 +139,18 @@ impl AdamW {
                 pm.shape,
                 var.dims()
             );
+            let our_rows: Option<Vec<[usize; 2]>> = ours
+                .rows
+                .as_ref()
+                .map(|rs| rs.iter().map(|r| [r.start, r.end]).collect());
+            ensure!(
+                pm.rows == our_rows,
+                "{}: `{name}` was saved training rows {:?}, this run trains {:?}; hint: resume with the checkpoint's trainable-parameter settings",
+                ctx(),
+                pm.rows,
+                our_rows
+            );
+            let dims = ours.moment_dims(var.dims());
             let read = |suffix: &str| -> anyhow::Result<&[u8]> {
                 let key = format!("{name}.{suffix}");
                 let t = st
@@ -142,12 +158,12 @@ impl AdamW {
                     .map_err(|e| anyhow::anyhow!("{key}: {e:?}"))
                     .with_context(ctx)?;
                 ensure!(
-                    t.dtype() == safetensors::Dtype::F32 && t.shape() == var.dims(),
+                    t.dtype() == safetensors::Dtype::F32 && t.shape() == dims.as_slice(),
                     "{}: tensor {key} is {:?} {:?}, expected F32 {:?}",
                     ctx(),
                     t.dtype(),
                     t.shape(),
-                    var.dims()
+                    dims
                 );
                 Ok(t.data())
             };
@@ -157,17 +173,18 @@ impl AdamW {
             self.params.iter().zip(self.state.iter_mut()).zip(staged)
         {
             st.step = step;
+            let dims = st.moment_dims(var.dims());
             match &mut st.moments {
                 Moments::Host { m, v } => {
                     fill_f32(m, m_bytes);
                     fill_f32(v, v_bytes);
                 }
                 Moments::Device { m, v } => {
-                    let mut buf = vec![0f32; var.elem_count()];
+                    let mut buf = vec![0f32; dims.iter().product()];
                     fill_f32(&mut buf, m_bytes);
-                    *m = Tensor::from_slice(&buf, var.shape(), var.device())?;
+                    *m = Tensor::from_slice(&buf, dims.as_slice(), var.device())?;
                     fill_f32(&mut buf, v_bytes);
-                    *v = Tensor::from_slice(&buf, var.shape(), var.device())?;
+                    *v = Tensor::from_slice(&buf, dims.as_slice(), var.device())?;
                 }
             }
         }
@@ -212,6 +229,10 @@ struct ParamMeta {
     name: String,
     shape: Vec<usize>,
     step: u64,
+    /// Trainable rows `[start, end)` when only some rows train (absent: the whole tensor, and
+    /// files from before trainable subsets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rows: Option<Vec<[usize; 2]>>,
 }
 
 enum F32View<'a> {
@@ -301,6 +322,52 @@ mod tests {
             values(&q).iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
             values(&q2).iter().map(|x| x.to_bits()).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn row_subset_state_round_trips_and_must_match() {
+        use crate::model::trainable::{Part, Trainable};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opt.safetensors");
+        let mk = |rows: Vec<std::ops::Range<usize>>| {
+            let w = Var::from_tensor(
+                &candle_core::Tensor::arange(0f32, 8., &candle_core::Device::Cpu)
+                    .unwrap()
+                    .reshape((4, 2))
+                    .unwrap(),
+            )
+            .unwrap();
+            let t = Trainable::Only([("w".to_string(), Part::rows(rows))].into_iter().collect());
+            let opt =
+                AdamW::with_trainable(vec![("w".into(), w.clone())], &t, AdamWConfig::default())
+                    .unwrap();
+            (w, opt)
+        };
+        let g = |w: &Var| {
+            let mut g = candle_core::backprop::GradStore::default();
+            g.insert(w.as_tensor(), w.as_tensor().ones_like().unwrap());
+            g
+        };
+        let (w, mut opt) = mk(vec![2..4]);
+        opt.step(&g(&w), 0.1).unwrap();
+        opt.save(&path).unwrap();
+        let (w2, mut resumed) = mk(vec![2..4]);
+        w2.set(w.as_tensor()).unwrap();
+        resumed.load(&path).unwrap();
+        opt.step(&g(&w), 0.1).unwrap();
+        resumed.step(&g(&w2), 0.1).unwrap();
+        let flat = |w: &Var| {
+            w.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_eq!(flat(&w), flat(&w2));
+        let (_, mut other) = mk(vec![1..4]);
+        let e = format!("{:#}", other.load(&path).unwrap_err());
+        assert!(e.contains("rows") && e.contains("hint"), "{e}");
     }
 
     #[test]

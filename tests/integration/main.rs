@@ -15,3 +15,4 @@ mod golden_metrics;
 mod layering;
 mod trainer;
 mod tree_mdp;
+mod vocab;
