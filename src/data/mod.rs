@@ -97,6 +97,8 @@ impl DataConfig {
             }
             Self::Jsonl(_) | Self::Parquet(_) => "completion",
             Self::Gsm8k(_) | Self::Math(_) => "solution",
+            // SFT on preference data imitates the chosen completion (TRL's DPO "sft" warm start).
+            Self::Preference(_) => "chosen",
         };
         ex.text(field).ok_or_else(|| {
             anyhow::anyhow!(
