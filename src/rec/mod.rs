@@ -2,5 +2,6 @@
 
 pub mod baselines;
 pub mod metrics;
+pub mod minionerec_csv;
 pub mod sasrec;
 pub mod sequences;

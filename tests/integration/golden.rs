@@ -98,7 +98,9 @@ fn padded_ragged_batch_equals_each_row_alone() {
                     .unwrap();
                 for (i, (g, a)) in got.iter().zip(&alone).enumerate() {
                     let d = max_abs_diff(g, a);
-                    assert!(d <= 1e-5, "{fam} left={left} row {b} pos {i}: {d}");
+                    // 2e-5: a row alone takes the small-batch decode matmul, the batch gemm;
+                    // they sum in different orders.
+                    assert!(d <= 2e-5, "{fam} left={left} row {b} pos {i}: {d}");
                 }
             }
         }

@@ -1,10 +1,15 @@
 //! Behaviour pinned across refactors: the smoke recipe and two short SmolLM2-135M runs (GRPO and
 //! ROVER) must reproduce the `metrics.jsonl` committed in tests/fixtures/golden_metrics/ (made by
 //! the commands in its README.md, before the trainer was split into src/train/). Timing fields
-//! (`llmrl::train::TIMING_KEYS`) are ignored; every other field must match to a relative 1e-6
-//! (absolute 1e-9 near zero). Runs are bitwise deterministic on one machine, so the tolerance only
-//! absorbs float printing; a CPU with other SIMD kernels may round differently, sample a
-//! different token and fail here — regenerate the goldens there with the README's commands.
+//! (`llmrl::train::TIMING_KEYS`) are ignored; every other field must match to a relative 1e-3
+//! (absolute 1e-6 near zero). The refactor itself reproduced the goldens to 1e-6 (commit 5edc0dd).
+//! The tolerance is wider since the small-batch decode matmul (`model/ops/decode_matmul.rs`)
+//! sums in another order than gemm: the sampler's log-probs move by ~1e-7, which shifts the
+//! importance ratios and so the losses near zero (−1.7e-7 vs −2.7e-7) and grad norms (~4e-5
+//! relative). Tokens, rewards and advantages still match exactly; any behaviour change samples
+//! other tokens and fails by far more. A CPU with other SIMD kernels may round differently,
+//! sample a different token and fail here — regenerate the goldens there with the README's
+//! commands.
 //!
 //! The SmolLM2 runs are skipped when the GGUF is absent (`scripts/fetch_model.sh` fetches it).
 
@@ -13,8 +18,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const RTOL: f64 = 1e-6;
-const ATOL: f64 = 1e-9;
+const RTOL: f64 = 1e-3;
+const ATOL: f64 = 1e-6;
 
 fn repo(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -127,7 +132,7 @@ fn a_changed_number_is_reported_and_timing_is_not() {
     let want = vec![serde_json::json!({"step": 1, "loss": 0.5, "step_seconds": 1.0})];
     let same = vec![serde_json::json!({"step": 1, "loss": 0.5, "step_seconds": 9.0})];
     assert!(metric_differences(&same, &want).is_empty());
-    let moved = vec![serde_json::json!({"step": 1, "loss": 0.5001, "step_seconds": 1.0})];
+    let moved = vec![serde_json::json!({"step": 1, "loss": 0.5006, "step_seconds": 1.0})];
     let d = metric_differences(&moved, &want);
     assert_eq!(d.len(), 1, "{d:?}");
     assert!(d[0].contains("loss"), "{d:?}");
