@@ -211,8 +211,7 @@ pub fn rank_scores(scores: &[f32], depth: usize) -> Vec<Vec<u32>> {
             .then(a.cmp(&b))
     });
     let mut out: Vec<Vec<u32>> = Vec::new();
-    let mut ranked = 0usize;
-    for i in order {
+    for (ranked, i) in order.into_iter().enumerate() {
         let same = out
             .last()
             .and_then(|e| e.first())
@@ -224,7 +223,6 @@ pub fn rank_scores(scores: &[f32], depth: usize) -> Vec<Vec<u32>> {
         } else {
             out.push(vec![i]);
         }
-        ranked += 1;
     }
     out
 }

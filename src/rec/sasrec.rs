@@ -90,7 +90,7 @@ impl Default for SasRecConfig {
 impl SasRecConfig {
     pub fn validate(&self) -> Result<()> {
         ensure!(
-            self.hidden >= 1 && self.heads >= 1 && self.hidden % self.heads == 0,
+            self.hidden >= 1 && self.heads >= 1 && self.hidden.is_multiple_of(self.heads),
             "sasrec hidden = {} must be a positive multiple of heads = {}",
             self.hidden,
             self.heads

@@ -27,7 +27,7 @@ impl Smoothing {
             ),
             (1, None) => Ok(Smoothing::Off),
             (w, None) => Ok(Smoothing::MovingAverage(w)),
-            (1, Some(w)) if w == 0.0 => Ok(Smoothing::Off),
+            (1, Some(0.0)) => Ok(Smoothing::Off),
             (1, Some(w)) if (0.0..1.0).contains(&w) => Ok(Smoothing::Ema(w)),
             (1, Some(w)) => bail!(
                 "EMA weight {w} is outside [0, 1); hint: 0.6 is TensorBoard's default, 0.9 \
