@@ -183,10 +183,10 @@ pub fn summarize(problems: &[ProblemStats]) -> EvalSummary {
         mean_distinct_correct: mean(&|p| p.distinct_correct as f64),
         distinct_correct_per_solved: {
             let solved: Vec<_> = problems.iter().filter(|p| p.num_correct > 0).collect();
+            // fold from +0.0: an empty f64 `sum()` is -0.0, which printed as "-0.0" in summaries.
             solved
                 .iter()
-                .map(|p| p.distinct_correct as f64)
-                .sum::<f64>()
+                .fold(0.0, |acc, p| acc + p.distinct_correct as f64)
                 / solved.len().max(1) as f64
         },
         distinct_n: [0, 1, 2, 3].map(|g| mean(&|p| p.distinct_n[g])),
@@ -327,5 +327,11 @@ mod tests {
         let empty = summarize(&[]);
         assert_eq!((empty.num_problems, empty.mean_score), (0, 0.0));
         assert!(empty.pass_at_k.is_empty());
+        // Nothing solved prints 0.0, not -0.0 (issue 14).
+        let none = serde_json::to_string(&empty).unwrap();
+        assert!(
+            none.contains("\"distinct_correct_per_solved\":0.0"),
+            "{none}"
+        );
     }
 }
