@@ -317,6 +317,9 @@ pub struct Plan {
     pub sampling: SamplingConfig,
     /// How each rollout batch becomes optimizer steps.
     pub update: UpdatePlan,
+    /// The `[verifier]`, built once here (an external command's workers start before weights
+    /// load and are shared by the trainer, never started twice).
+    pub verifier: std::sync::Arc<dyn crate::reward::Verifier>,
 }
 
 /// The resolved `[train]` options of the update stage.
@@ -476,7 +479,10 @@ impl Recipe {
                 .validate(ex)
                 .with_context(|| format!("[prompt] template on example {}", ex.id))?;
         }
-        let verifier = crate::reward::build(&self.verifier).context("[verifier]")?;
+        let verifier: std::sync::Arc<dyn crate::reward::Verifier> =
+            crate::reward::build(&self.verifier)
+                .context("[verifier]")?
+                .into();
         if !sampled {
             // Each data source says where its reference completion lives; check before weights.
             for ex in train_examples.iter().take(8) {
@@ -521,6 +527,7 @@ impl Recipe {
             prompt,
             sampling,
             update,
+            verifier,
         })
     }
 }

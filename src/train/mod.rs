@@ -35,7 +35,7 @@ use crate::optim::AdamW;
 use crate::progress::Reporter;
 use crate::prompting::Prompter;
 use crate::recipe::Plan;
-use crate::reward::{self, Verifier};
+use crate::reward::Verifier;
 use crate::run_dir::RunDir;
 
 /// What a checkpoint's `state.json` holds besides the model and optimizer files.
@@ -113,7 +113,7 @@ pub struct Trainer<'a> {
     pub policy: LoadedModel,
     pub optimizer: AdamW,
     pub algorithm: Box<dyn Algorithm>,
-    pub judge: Box<dyn Verifier>,
+    pub judge: std::sync::Arc<dyn Verifier>,
     pub explore: Option<Imentor>,
     /// The frozen reference (the model as the recipe loads it), when the algorithm needs one.
     pub reference: Option<Params>,
@@ -167,7 +167,7 @@ impl<'a> Trainer<'a> {
             policy,
             optimizer,
             algorithm,
-            judge: reward::build(&r.verifier)?,
+            judge: plan.verifier.clone(),
             explore,
             reference,
             state,
