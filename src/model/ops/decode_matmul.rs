@@ -333,7 +333,11 @@ mod tests {
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap();
-            assert!(d <= 1e-4, "{m}x{k}x{n}: max diff {d}");
+            // Outputs are sums of k products of N(0, 1) values (|y| up to ~4·sqrt(k) ≈ 150 at
+            // k = 1536, where an f32 ulp is ~1.5e-5); the two paths sum in different orders, and
+            // candle's randn is unseeded, so bound the difference relative to that scale.
+            let tol = 2e-6 * k as f32;
+            assert!(d <= tol, "{m}x{k}x{n}: max diff {d} > {tol}");
         }
     }
 
