@@ -364,7 +364,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         );
         let recipe = recipe::load_recipe(&run.path("recipe.resolved.toml"), &a.set)?;
         let plan = recipe.resolve(&recipe_dir.join("recipe.toml"))?;
-        return train::train(&plan, &run, true, crate::console::reporter().as_ref());
+        return train::train(&plan, &run, true, console::reporter().as_ref());
     }
     let Some(path) = &a.recipe else {
         bail!("give a recipe (llmrl train recipes/smoke.toml) or --resume RUN_DIR");
@@ -392,7 +392,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         "llmrl_version": env!("CARGO_PKG_VERSION"),
     });
     run.write_text("run.json", &serde_json::to_string_pretty(&meta)?)?;
-    let report = crate::console::reporter();
+    let report = console::reporter();
     report.message(&format!("run directory: {}", out.display()));
     train::train(&plan, &run, false, report.as_ref())
 }
@@ -469,7 +469,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         a.seed,
         a.batch,
         &device,
-        crate::console::reporter().as_ref(),
+        console::reporter().as_ref(),
     )?;
     std::fs::create_dir_all(&a.out)?;
     let mut summary = serde_json::to_value(&out.summary)?;
@@ -576,3 +576,5 @@ fn judge_table(path: &Path) -> Result<Option<crate::reward::JudgeConfig>> {
 
 // `llmrl rec ...` lives in cli/rec_cli.rs.
 mod rec_cli;
+// The reporter the CLI gives everything below it: bars on a terminal, plain lines otherwise.
+pub mod console;

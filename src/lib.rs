@@ -5,7 +5,6 @@
 
 pub mod algo;
 pub mod cli;
-pub mod console;
 pub mod data;
 pub mod eval;
 pub mod explore;

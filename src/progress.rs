@@ -1,6 +1,6 @@
 //! How the library reports progress and messages: one [`Reporter`], provided by the caller. Below
 //! the CLI nothing prints; the trainer and the evaluation loop call a reporter, and the CLI's
-//! (`console.rs`) decides how it looks: progress bars on a terminal, plain periodic lines when
+//! (`cli/console.rs`) decides how it looks: progress bars on a terminal, plain periodic lines when
 //! stderr is a file or a pipe. Tests and library users who want quiet pass [`Silent`].
 
 use std::sync::Mutex;

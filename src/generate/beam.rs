@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::constraint::{Allowed, Constraint};
 use super::Finish;
-use crate::model::{Decoder, KvCache, Positions, Tokenizer};
+use crate::model::{Decoder, Positions, Tokenizer};
 
 /// When a prompt's search ends (HF's `early_stopping`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,34 +161,15 @@ pub fn beam_search(
     }
     let b = cfg.num_beams;
     let keep = 2.max(1 + tok.eos_ids.len()) * b; // candidates kept per prompt and step (HF)
-    let mc = model.config();
     let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let pad = tok.pad_id();
-
-    // Prefill all prompts once, left-padded so every row's last prompt token is in the last slot.
     let np = prompts.len();
-    let mut ids = Vec::with_capacity(np * max_prompt);
-    let mut valid = Vec::with_capacity(np);
-    for p in prompts {
-        let padn = max_prompt - p.len();
-        ids.extend(std::iter::repeat_n(pad, padn).chain(p.iter().copied()));
-        valid.push((0..max_prompt).map(|i| i >= padn).collect::<Vec<_>>());
-    }
-    let mut prefill = KvCache::new(
-        mc.num_hidden_layers,
-        np,
-        mc.num_key_value_heads,
-        mc.head_dim,
+    let (prefill, mut logits) = super::prefill(
+        model,
+        tok.pad_id(),
+        prompts,
         max_prompt + cfg.max_new_tokens,
-        model.dtype(),
         device,
     )?;
-    let pos = Positions::build(&[], &valid, device)?;
-    let x = Tensor::from_vec(ids, (np, max_prompt), device)?;
-    let hidden = model.forward_hidden(&x, &pos, Some(&mut prefill))?; // (P, T, H)
-    prefill.push_valid(&valid);
-    let last = model.logits(&hidden.narrow(1, max_prompt - 1, 1)?.squeeze(1)?)?; // (P, V)
-    let mut logits: Vec<Vec<f32>> = last.to_dtype(DType::F32)?.to_vec2()?;
     // Room for B live beams per prompt; the first step expands each prompt from its one row.
     let all: Vec<u32> = (0..np as u32).collect();
     let mut cache = prefill.select_rows_into(&all, np * b)?;

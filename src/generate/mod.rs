@@ -120,35 +120,9 @@ pub fn generate_constrained(
         "every prompt needs at least one token"
     );
     anyhow::ensure!(seeds.len() == prompts.len(), "one seed list per prompt");
-    let mc = model.config();
     let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let capacity = max_prompt + cfg.max_new_tokens;
-    let pad = tok.pad_id();
-
-    // Prefill all prompts once, left-padded so every row's last prompt token is in the last slot.
-    let b = prompts.len();
-    let mut ids = Vec::with_capacity(b * max_prompt);
-    let mut valid = Vec::with_capacity(b);
-    for p in prompts {
-        let padn = max_prompt - p.len();
-        ids.extend(std::iter::repeat_n(pad, padn).chain(p.iter().copied()));
-        valid.push((0..max_prompt).map(|i| i >= padn).collect::<Vec<_>>());
-    }
-    let mut cache = KvCache::new(
-        mc.num_hidden_layers,
-        b,
-        mc.num_key_value_heads,
-        mc.head_dim,
-        capacity,
-        model.dtype(),
-        device,
-    )?;
-    let pos = Positions::build(&[], &valid, device)?;
-    let x = Tensor::from_vec(ids, (b, max_prompt), device)?;
-    let hidden = model.forward_hidden(&x, &pos, Some(&mut cache))?; // (B, P, H)
-    cache.push_valid(&valid);
-    let last = model.logits(&hidden.narrow(1, max_prompt - 1, 1)?.squeeze(1)?)?; // (B, V)
-    let last: Vec<Vec<f32>> = last.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+    let (cache, last) = prefill(model, tok.pad_id(), prompts, capacity, device)?;
 
     // Fan out: row i of the decode batch is (prompt, sample).
     let mut fan = Vec::new();
@@ -255,6 +229,43 @@ pub fn generate_constrained(
         finish_row(row, tok, cfg, &mut outputs);
     }
     Ok(outputs)
+}
+
+/// Prefill all prompts once, left-padded so every row's last prompt token is in the last slot,
+/// into a cache with room for `capacity` positions per row. Returns the cache and each prompt's
+/// next-token logits (f32), shared by sampling and beam search.
+pub(crate) fn prefill(
+    model: &Decoder,
+    pad: u32,
+    prompts: &[Vec<u32>],
+    capacity: usize,
+    device: &Device,
+) -> Result<(KvCache, Vec<Vec<f32>>)> {
+    let mc = model.config();
+    let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let b = prompts.len();
+    let mut ids = Vec::with_capacity(b * max_prompt);
+    let mut valid = Vec::with_capacity(b);
+    for p in prompts {
+        let padn = max_prompt - p.len();
+        ids.extend(std::iter::repeat_n(pad, padn).chain(p.iter().copied()));
+        valid.push((0..max_prompt).map(|i| i >= padn).collect::<Vec<_>>());
+    }
+    let mut cache = KvCache::new(
+        mc.num_hidden_layers,
+        b,
+        mc.num_key_value_heads,
+        mc.head_dim,
+        capacity,
+        model.dtype(),
+        device,
+    )?;
+    let pos = Positions::build(&[], &valid, device)?;
+    let x = Tensor::from_vec(ids, (b, max_prompt), device)?;
+    let hidden = model.forward_hidden(&x, &pos, Some(&mut cache))?; // (B, P, H)
+    cache.push_valid(&valid);
+    let last = model.logits(&hidden.narrow(1, max_prompt - 1, 1)?.squeeze(1)?)?; // (B, V)
+    Ok((cache, last.to_dtype(candle_core::DType::F32)?.to_vec2()?))
 }
 
 fn finish_row(row: Row, tok: &Tokenizer, cfg: &SamplingConfig, outputs: &mut [Completion]) {
