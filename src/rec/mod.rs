@@ -5,3 +5,5 @@ pub mod metrics;
 pub mod minionerec_csv;
 pub mod sasrec;
 pub mod sequences;
+pub mod sid;
+pub mod trie;
