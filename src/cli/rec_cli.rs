@@ -1,4 +1,5 @@
-//! `llmrl rec ...`: recommendation baselines (popularity, SASRec) on interaction logs.
+//! `llmrl rec ...`: recommendation baselines (popularity, SASRec) on interaction logs; item
+//! embeddings from item text.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -6,7 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Subcommand};
 
+use super::{console, parse_device, DeviceArgs};
 use crate::rec::baselines::{self, BaselineModel, Evaluation, Popularity};
+use crate::rec::embed::{self, minilm::EncoderFiles, CacheUse, EmbedOptions, ItemEmbeddings};
+use crate::rec::items::Catalogue;
 use crate::rec::metrics::HistoryRule;
 use crate::rec::sasrec::{self, SasRecConfig, SasRecLoss};
 use crate::rec::sequences::{self, ItemIds, Split, Splits};
@@ -16,6 +20,36 @@ pub enum RecCommand {
     /// Train and evaluate classic rankers (popularity, SASRec) on one split; writes
     /// metrics.json, per-row metrics and the SASRec checkpoint.
     Baseline(BaselineArgs),
+    /// Embed every item's text (title, year, genres, brand, categories, description) with a
+    /// sentence encoder (all-MiniLM-L6-v2); writes a safetensors file with `embeddings`
+    /// [n_items, dim] and the item ids in row order (`llmrl sid build --embeddings` reads it).
+    Embed(EmbedArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// A RecBole `.item` file, or an item-metadata JSON `{"id": {"title", "description",
+    /// "brand", "categories"}}`.
+    #[arg(long)]
+    pub items: PathBuf,
+    /// A sentence-encoder directory (config.json, tokenizer.json, model.safetensors), e.g.
+    /// models/all-MiniLM-L6-v2 from scripts/fetch_minilm.sh.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Texts per forward pass (padded to the batch's longest; texts go longest first).
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Where embeddings are cached by content hash (default: embed_cache/ beside --out).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Compute even if a cached result exists, and cache nothing.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Output safetensors file (an existing file is replaced only if `rec embed` wrote it).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -83,7 +117,80 @@ pub enum LossArg {
 pub fn run(c: RecCommand) -> Result<()> {
     match c {
         RecCommand::Baseline(a) => baseline(a),
+        RecCommand::Embed(a) => embed_items(a),
     }
+}
+
+fn embed_items(a: EmbedArgs) -> Result<()> {
+    ensure!(a.batch_size > 0, "--batch-size must be at least 1");
+    if a.out.exists() && !embed::written_by_us(&a.out) {
+        bail!(
+            "{} exists and was not written by `llmrl rec embed`; choose another --out",
+            a.out.display()
+        );
+    }
+    let (device, _) = parse_device(&a.device.device)?;
+    let catalogue = Catalogue::read(&a.items)?;
+    let files = EncoderFiles::locate(&a.model)?;
+    let texts = catalogue.texts();
+    let empty = texts.iter().filter(|t| t.is_empty()).count();
+    eprintln!(
+        "{}: {} items{}; e.g. `{}`",
+        a.items.display(),
+        texts.len(),
+        if catalogue.ignored.is_empty() {
+            String::new()
+        } else {
+            format!(" (not in the text: {})", catalogue.ignored.join(", "))
+        },
+        texts[0]
+    );
+    if empty > 0 {
+        eprintln!("warning: {empty} items have no text; they get the embedding of \"\"");
+    }
+    let cache_dir = match (&a.cache_dir, a.no_cache) {
+        (_, true) => None,
+        (Some(d), false) => Some(d.clone()),
+        (None, false) => Some(a.out.parent().unwrap_or(Path::new("")).join("embed_cache")),
+    };
+    let opts = EmbedOptions {
+        batch_size: a.batch_size,
+        cache_dir,
+        device,
+    };
+    let t0 = std::time::Instant::now();
+    let report = console::reporter();
+    let e = embed::embed_texts(&files, &texts, &opts, report.as_ref())?;
+    let secs = t0.elapsed().as_secs_f64();
+    let out = ItemEmbeddings {
+        ids: catalogue.ids(),
+        data: e.data,
+        dim: e.dim,
+        metadata: [
+            ("producer", embed::PRODUCER.to_string()),
+            ("encoder", a.model.display().to_string()),
+            ("encoder_sha256", e.encoder_sha256),
+            ("source", a.items.display().to_string()),
+            ("max_seq_length", files.max_seq_length.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    };
+    embed::write_item_embeddings(&a.out, &out)?;
+    let how = match &e.cache {
+        CacheUse::Off => "computed, cache off".to_string(),
+        CacheUse::Hit(p) => format!("from the cache {}", p.display()),
+        CacheUse::Miss(p) => format!("computed, cached in {}", p.display()),
+    };
+    eprintln!(
+        "{} items × {} in {secs:.2} s ({:.1} items/s; {how})",
+        out.ids.len(),
+        out.dim,
+        out.ids.len() as f64 / secs.max(1e-9)
+    );
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
 }
 
 /// Raw ids of an item table: a RecBole `.item` file or the keys of a JSON object.

@@ -1,6 +1,9 @@
-//! Recommendation adapters: interaction logs and splits, rankers and their metrics.
+//! Recommendation adapters: interaction logs and splits, item catalogues and their text
+//! embeddings, rankers and their metrics.
 
 pub mod baselines;
+pub mod embed;
+pub mod items;
 pub mod metrics;
 pub mod minionerec_csv;
 pub mod sasrec;
