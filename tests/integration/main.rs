@@ -13,6 +13,7 @@ mod golden_metrics;
 mod judge;
 mod layering;
 mod rec_baseline;
+mod rec_rl;
 mod trainer;
 mod tree_mdp;
 mod vocab;
