@@ -180,7 +180,7 @@ fn sample_and_judge(
         .zip(padded)
         .map(|(((c, score), advantage), padded)| Sample {
             prompt: prompt_arcs[c.prompt_index].clone(),
-            in_loss: !(mask_truncated && c.finish_reason == Finish::Length) && !padded,
+            in_loss: !(padded || (mask_truncated && c.finish_reason == Finish::Length)),
             completion: c,
             score,
             advantage,
@@ -381,4 +381,35 @@ fn reference_completions(ctx: &RolloutCtx, examples: Vec<Example>) -> Result<Rol
         metrics,
         generated: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completion(prompt_index: usize, sample_index: usize, logprobs: &[f32]) -> Completion {
+        Completion {
+            prompt_index,
+            sample_index,
+            token_ids: vec![0; logprobs.len()],
+            logprobs: logprobs.to_vec(),
+            mean_logprobs: vec![],
+            entropies: vec![],
+            text: String::new(),
+            finish_reason: Finish::Eos,
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn sampled_groups_rank_by_sequence_logprob_within_the_group() {
+        let c = [
+            completion(0, 0, &[-1.0, -1.0]), // −2
+            completion(0, 1, &[-0.5]),       // −0.5: best
+            completion(0, 2, &[-1.5, -0.5]), // −2: ties with sample 0, ranks after it
+            completion(1, 0, &[-3.0]),       // another group
+            completion(1, 1, &[-0.1]),
+        ];
+        assert_eq!(ranks_by_logprob(&c), [1, 0, 2, 1, 0]);
+    }
 }
