@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algo::{AlgoConfig, RolloutSource};
 use crate::data::{DataConfig, Example, PromptTemplate};
-use crate::generate::SamplingConfig;
+use crate::generate::{GroupMode, SamplingConfig};
 use crate::model::ModelSource;
 use crate::optim::{AdamWConfig, LrSchedule};
 use crate::reward::VerifierConfig;
@@ -56,6 +56,10 @@ pub struct ModelSection {
     pub source: String,
     #[serde(default = "default_device")]
     pub device: String,
+    /// Tokens added to the policy's vocabulary when it loads (e.g. Semantic-ID tokens),
+    /// `{ file = "sid_tokens.txt", list = ["<a_1>"] }` (`model::vocab`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_tokens: Option<crate::model::vocab::AddTokensSpec>,
 }
 
 fn default_device() -> String {
@@ -89,6 +93,12 @@ pub struct GenerationSection {
     pub top_p: f64,
     pub top_k: usize,
     pub stop: Vec<String>,
+    /// Generate only whole items of a SID catalogue, `{ sid_index = "index.json", suffix = "" }`:
+    /// the trie over every item's SID, EOS after a whole one (`rec::action_space`).
+    pub constraint: Option<crate::rec::action_space::SidConstraintSpec>,
+    /// How a group is formed: `"sample"` (num_generations samples) or `"beam"` (the
+    /// num_generations best beams of one beam search, MiniOneRec's rollout).
+    pub group: GroupMode,
 }
 
 impl Default for GenerationSection {
@@ -100,6 +110,8 @@ impl Default for GenerationSection {
             top_p: 1.0,
             top_k: 0,
             stop: vec![],
+            constraint: None,
+            group: GroupMode::Sample,
         }
     }
 }
@@ -320,6 +332,10 @@ pub struct Plan {
     /// The `[verifier]`, built once here (an external command's workers start before weights
     /// load and are shared by the trainer, never started twice).
     pub verifier: std::sync::Arc<dyn crate::reward::Verifier>,
+    /// `[model] add_tokens`, the token list read; applied when the policy loads.
+    pub vocab: crate::model::VocabPlan,
+    /// `[generation] constraint`, its SID table read; the trie is built when the policy loads.
+    pub action_space: Option<crate::rec::action_space::SidActionSpace>,
 }
 
 /// The resolved `[train]` options of the update stage.
@@ -374,6 +390,24 @@ impl Plan {
         all[..n].to_vec()
     }
 
+    /// The generation constraint over the tokenizer of the loaded policy (SID tokens added),
+    /// when the recipe sets one.
+    pub fn constraint(
+        &self,
+        tok: &crate::model::Tokenizer,
+    ) -> Result<Option<crate::rec::trie::SidTrie>> {
+        let g = &self.recipe.generation;
+        let beams = if g.group == GroupMode::Beam {
+            g.num_generations
+        } else {
+            0
+        };
+        self.action_space
+            .as_ref()
+            .map(|a| a.trie(tok, g.max_new_tokens, beams))
+            .transpose()
+    }
+
     /// The training sampling with evaluation's temperature and length.
     pub fn eval_sampling(&self, temperature: f64, max_new_tokens: Option<usize>) -> SamplingConfig {
         let mut s = self.sampling.clone();
@@ -397,6 +431,16 @@ impl Recipe {
             let dir = base_dir.join(e.working_dir.clone().unwrap_or_default());
             e.working_dir = Some(std::fs::canonicalize(&dir).unwrap_or(dir));
         }
+        let action_space = match &self.generation.constraint {
+            Some(c) => Some(c.resolve(&base_dir)?),
+            None => None,
+        };
+        if let VerifierConfig::Rec(v) = &mut self.verifier {
+            v.resolve_paths(&base_dir);
+            if v.sid_index.is_none() {
+                v.sid_index = action_space.as_ref().map(|a| a.index.clone());
+            }
+        }
         let name = self.name.clone().unwrap_or_else(|| {
             recipe_path
                 .file_stem()
@@ -404,6 +448,11 @@ impl Recipe {
                 .unwrap_or("run".into())
         });
         let model_source = resolve_model(&self.model.source, &base_dir)?;
+        let vocab = crate::model::VocabSection {
+            add_tokens: self.model.add_tokens.clone(),
+            train_only_new_tokens: false,
+        }
+        .resolve(&base_dir)?;
         let g = &self.generation;
         let sampling = g.sampling();
         sampling.validate().context("[generation]")?;
@@ -441,6 +490,9 @@ impl Recipe {
             );
             e.validate().context("[exploration]")?;
         }
+        g.group
+            .check(&sampling, sampled, algo.name())
+            .context("[generation] group")?;
         let num_minibatches = t
             .num_minibatches
             .or(self.algorithm.num_minibatches())
@@ -528,6 +580,8 @@ impl Recipe {
             sampling,
             update,
             verifier,
+            vocab,
+            action_space,
         })
     }
 }

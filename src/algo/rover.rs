@@ -13,6 +13,14 @@
 //! centers without dividing by the std; the official Math script feeds GRPO-normalized advantages
 //! (divided by the group std). Off by default (the paper and the Countdown code).
 //! Old-policy statistics come from the rollout itself (same weights, f32), not a second forward.
+//!
+//! Under a generation constraint (`[generation] constraint`, a fixed action space such as
+//! Semantic-ID items) the policy is the renormalized constrained one and "the uniform policy" is
+//! uniform over the *allowed* tokens: meanlogp is the mean of log π_C over the allowed set at
+//! each state (finite; over the whole vocabulary it would be −∞), in the sampler and in the
+//! trainer alike (`generate::constraint`, `train::constrained`). A state with one allowed token
+//! (EOS after a whole item) has log π_C = meanlogp = 0: a forced token is no action and gets no
+//! gradient.
 
 use anyhow::{ensure, Result};
 use candle_core::Tensor;

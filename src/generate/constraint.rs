@@ -20,6 +20,13 @@
 //! get those per-position sets. Without a constraint (every set [`Allowed::Any`]) all of this is
 //! exactly the unconstrained policy, and the fused kernel is used.
 //!
+//! In training (`[generation] constraint`) the rollout samples from π_C and the update
+//! recomputes π_C along the same tokens (`train::constrained::policy_stats`, which replays the
+//! constraint with [`allowed_along`] and calls [`constrained_logprob_stats`]): GRPO's ratio and
+//! KL, and ROVER's Q = log π_C − log π_C,old and successor value (the mean over the allowed set,
+//! never −∞), are all taken under the constrained policy. Sampler and trainer agree to ≤ 1e-5 on
+//! the same tokens (`tests/integration/rec_rl.rs`).
+//!
 //! Beam search ranks by the model's own likelihood instead (HF's semantics: log-softmax over the
 //! full vocabulary, disallowed tokens removed, no renormalization) — a ranking of items should not
 //! depend on how many siblings each trie node has. Beams also carry the constrained log-probs per

@@ -21,6 +21,45 @@ use crate::model::{Decoder, KvCache, Positions, Tokenizer};
 pub use constraint::{Allowed, Constraint, TrieConstraint};
 pub use sampling::SamplingConfig;
 
+/// How an RL group (a prompt's `num_generations` completions) is formed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupMode {
+    /// Independent samples from the policy (under the constraint, if any).
+    #[default]
+    Sample,
+    /// The best beams of one (constrained) beam search, in rank order: MiniOneRec's rollout.
+    /// Beams are not samples: the rollout recomputes their log-probs under the current policy.
+    Beam,
+}
+
+impl GroupMode {
+    /// Beam groups need an RL algorithm (`rl`) and no sampling options beam search would ignore
+    /// (MiniOneRec's issue #49: sampling defaults leaking into beam search).
+    pub fn check(self, sampling: &SamplingConfig, rl: bool, algo: &str) -> Result<()> {
+        if self == GroupMode::Sample {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            rl,
+            "group = \"beam\" forms RL groups, but algorithm {algo} generates none; hint: \
+             remove `group`"
+        );
+        let s = sampling;
+        anyhow::ensure!(
+            s.temperature == 1.0 && s.top_p == 1.0 && s.top_k == 0 && s.stop.is_empty(),
+            "group = \"beam\" ranks by the model's own log-probs: temperature must be 1 and \
+             top_p, top_k, stop unset (got temperature {}, top_p {}, top_k {}, stop {:?}); hint: \
+             remove them, or use group = \"sample\"",
+            s.temperature,
+            s.top_p,
+            s.top_k,
+            s.stop
+        );
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Finish {

@@ -7,6 +7,10 @@ use candle_core::{Device, Tensor};
 use super::ops::{self, LogProbStats};
 use super::{Decoder, Positions, SharedPrefixBatch};
 
+/// How the (N, V) logits of the completion tokens and their (N,) targets become statistics:
+/// [`ops::logprob_stats`] at a temperature, or a caller's own (e.g. a constrained policy's).
+pub type StatsFn<'a> = dyn Fn(&Tensor, &Tensor) -> candle_core::Result<LogProbStats> + 'a;
+
 /// Per-token statistics of the completions of `seqs` (prompt, completion) under `dec`, flattened
 /// sequence by sequence: (N,) each, N = total completion tokens.
 ///
@@ -17,6 +21,19 @@ pub fn completion_stats(
     seqs: &[(&[u32], &[u32])],
     temperature: f64,
     device: &Device,
+) -> anyhow::Result<LogProbStats> {
+    completion_stats_with(dec, seqs, device, &|logits, targets| {
+        ops::logprob_stats(logits, targets, temperature)
+    })
+}
+
+/// [`completion_stats`] with the statistics taken by `stats` from the completion tokens' logits
+/// (N, V) and targets (N,), in the same flat order.
+pub fn completion_stats_with(
+    dec: &Decoder,
+    seqs: &[(&[u32], &[u32])],
+    device: &Device,
+    stats: &StatsFn,
 ) -> anyhow::Result<LogProbStats> {
     let mut prompts: Vec<&[u32]> = Vec::new();
     let mut owner = Vec::with_capacity(seqs.len());
@@ -31,7 +48,7 @@ pub fn completion_stats(
     }
     let shares = prompts.len() < seqs.len();
     if !shares || seqs.iter().any(|(p, c)| p.is_empty() || c.is_empty()) {
-        return completion_stats_unshared(dec, seqs, temperature, device);
+        return unshared(dec, seqs, device, stats);
     }
     // The prefix is the prompt minus its last token; each suffix starts with that token, so the
     // suffix's hidden state j predicts completion token j and the prefix needs no LM head.
@@ -53,7 +70,7 @@ pub fn completion_stats(
         .enumerate()
         .flat_map(|(b, (_, c))| (0..c.len()).map(move |j| (b * t + j) as u32))
         .collect();
-    stats_at_rows(dec, &hidden, rows, seqs, temperature, device)
+    stats_at_rows(dec, &hidden, rows, seqs, device, stats)
 }
 
 /// [`completion_stats`] with every row run in full (prompt + completion): the reference the
@@ -63,6 +80,17 @@ pub fn completion_stats_unshared(
     seqs: &[(&[u32], &[u32])],
     temperature: f64,
     device: &Device,
+) -> anyhow::Result<LogProbStats> {
+    unshared(dec, seqs, device, &|logits, targets| {
+        ops::logprob_stats(logits, targets, temperature)
+    })
+}
+
+fn unshared(
+    dec: &Decoder,
+    seqs: &[(&[u32], &[u32])],
+    device: &Device,
+    stats: &StatsFn,
 ) -> anyhow::Result<LogProbStats> {
     let lens: Vec<usize> = seqs.iter().map(|(p, c)| p.len() + c.len() - 1).collect();
     let t = lens.iter().copied().max().unwrap_or(1);
@@ -79,7 +107,7 @@ pub fn completion_stats_unshared(
     let pos = Positions::right_padded(&lens, t, device)?;
     let x = Tensor::from_vec(ids, (seqs.len(), t), device)?;
     let hidden = dec.forward_hidden(&x, &pos, None)?; // (B, T, H)
-    stats_at_rows(dec, &hidden, rows, seqs, temperature, device)
+    stats_at_rows(dec, &hidden, rows, seqs, device, stats)
 }
 
 /// Log-prob statistics of the completion tokens from the hidden states (B, T, H) at `rows` (flat
@@ -90,8 +118,8 @@ fn stats_at_rows(
     hidden: &Tensor,
     rows: Vec<u32>,
     seqs: &[(&[u32], &[u32])],
-    temperature: f64,
     device: &Device,
+    stats: &StatsFn,
 ) -> anyhow::Result<LogProbStats> {
     let (b, t, h) = hidden.dims3()?;
     let targets: Vec<u32> = seqs.iter().flat_map(|(_, c)| c.iter().copied()).collect();
@@ -100,5 +128,5 @@ fn stats_at_rows(
     let picked = hidden.reshape((b * t, h))?.index_select(&rows, 0)?; // (N, H)
     let logits = dec.logits(&picked)?; // (N, V)
     let targets = Tensor::from_vec(targets, n, device)?;
-    Ok(ops::logprob_stats(&logits, &targets, temperature)?)
+    Ok(stats(&logits, &targets)?)
 }

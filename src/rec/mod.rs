@@ -1,11 +1,13 @@
 //! Recommendation adapters: interaction logs and splits, item catalogues and their text
 //! embeddings, rankers and their metrics.
 
+pub mod action_space;
 pub mod baselines;
 pub mod embed;
 pub mod items;
 pub mod metrics;
 pub mod minionerec_csv;
+pub mod reward;
 pub mod sasrec;
 pub mod sequences;
 pub mod sid;

@@ -58,6 +58,11 @@ impl SidTrie {
             .unwrap_or(&[])
     }
 
+    /// Tokens of the longest SID (+ suffix), the end token not counted.
+    pub fn max_len(&self) -> usize {
+        self.items.keys().map(Vec::len).max().unwrap_or(0)
+    }
+
     /// Number of distinct SIDs.
     pub fn len(&self) -> usize {
         self.items.len()

@@ -90,6 +90,7 @@ pub enum JudgeConfig {
     Math(MathConfig),
     External(ExternalConfig),
     ExactMatch(ExactMatchConfig),
+    Rec(crate::rec::reward::RecConfig),
     /// p(label) / (p(label) + p(other)) from a causal LM's next-token logits.
     Label(LabelConfig),
 }
@@ -101,6 +102,7 @@ impl From<VerifierConfig> for JudgeConfig {
             VerifierConfig::Math(c) => JudgeConfig::Math(c),
             VerifierConfig::External(c) => JudgeConfig::External(c),
             VerifierConfig::ExactMatch(c) => JudgeConfig::ExactMatch(c),
+            VerifierConfig::Rec(c) => JudgeConfig::Rec(c),
         }
     }
 }
@@ -113,6 +115,7 @@ impl JudgeConfig {
             JudgeConfig::Math(c) => VerifierConfig::Math(c.clone()),
             JudgeConfig::External(c) => VerifierConfig::External(c.clone()),
             JudgeConfig::ExactMatch(c) => VerifierConfig::ExactMatch(c.clone()),
+            JudgeConfig::Rec(c) => VerifierConfig::Rec(c.clone()),
             JudgeConfig::Label(_) => return None,
         })
     }
@@ -132,6 +135,7 @@ impl JudgeConfig {
                 e.working_dir = Some(std::fs::canonicalize(&dir).unwrap_or(dir));
             }
             JudgeConfig::Label(l) => l.resolve_paths(base_dir),
+            JudgeConfig::Rec(r) => r.resolve_paths(base_dir),
             _ => {}
         }
     }

@@ -81,6 +81,25 @@ pub trait Verifier: Send + Sync {
         use rayon::prelude::*;
         rows.par_iter().map(|(ex, c)| self.score(ex, c)).collect()
     }
+
+    /// Scores one group, a prompt's completions, in group order. A reward that compares the
+    /// members (a rank penalty) overrides this; by default each is scored alone, in parallel.
+    fn score_group(&self, example: &Example, group: &[GroupMember<'_>]) -> Vec<Score> {
+        use rayon::prelude::*;
+        group
+            .par_iter()
+            .map(|m| self.score(example, m.completion))
+            .collect()
+    }
+}
+
+/// One completion of a group, as a group-level reward sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupMember<'a> {
+    pub completion: &'a str,
+    /// Its rank in the group, 0 = best: the beam order for a group of beams, the order by
+    /// sequence log-prob (highest first, ties by sample order) for sampled completions.
+    pub rank: usize,
 }
 
 /// A boxed verifier (what [`build`] returns) is a verifier, hence also a [`Judge`].
@@ -98,6 +117,9 @@ impl<V: Verifier + ?Sized> Verifier for Box<V> {
     fn score_batch(&self, rows: &[(&Example, &str)]) -> Vec<Score> {
         Verifier::score_batch(&**self, rows)
     }
+    fn score_group(&self, example: &Example, group: &[GroupMember<'_>]) -> Vec<Score> {
+        Verifier::score_group(&**self, example, group)
+    }
 }
 
 /// Which verifier to use, as written in a recipe: `name` picks the variant and the remaining keys
@@ -109,6 +131,8 @@ pub enum VerifierConfig {
     Math(MathConfig),
     External(ExternalConfig),
     ExactMatch(exact::ExactMatchConfig),
+    /// Recommendation: the completion's Semantic ID against the target item (`rec::reward`).
+    Rec(crate::rec::reward::RecConfig),
 }
 
 /// Builds the verifier a config describes. The only place verifier variants are dispatched.
@@ -118,6 +142,7 @@ pub fn build(cfg: &VerifierConfig) -> anyhow::Result<Box<dyn Verifier>> {
         VerifierConfig::Math(c) => Box::new(MathVerifier::new(c)?),
         VerifierConfig::External(c) => Box::new(ExternalVerifier::new(c)?),
         VerifierConfig::ExactMatch(c) => Box::new(exact::ExactMatchVerifier::new(c)?),
+        VerifierConfig::Rec(c) => Box::new(crate::rec::reward::RecVerifier::new(c)?),
     })
 }
 

@@ -13,6 +13,7 @@
 //! and a checkpoint holds the weights, optimizer moments, data cursor and exploration state, so a
 //! resumed run reproduces the uninterrupted one line by line (timings aside).
 
+pub mod constrained;
 pub mod metrics;
 pub mod rollout;
 pub mod update;
@@ -30,6 +31,7 @@ pub use rollout::Rollout;
 use crate::algo::{self, Algorithm, Metrics};
 use crate::data::{DataCursor, Example};
 use crate::explore::Imentor;
+use crate::generate;
 use crate::model::{self, Decoder, LoadedModel, Mode, Params};
 use crate::optim::AdamW;
 use crate::progress::Reporter;
@@ -117,6 +119,9 @@ pub struct Trainer<'a> {
     pub explore: Option<Imentor>,
     /// The frozen reference (the model as the recipe loads it), when the algorithm needs one.
     pub reference: Option<Params>,
+    /// `[generation] constraint` over the policy's tokenizer: rollouts generate under it, the
+    /// update recomputes log-probs under it.
+    pub constraint: Option<crate::rec::trie::SidTrie>,
     pub state: TrainState,
 }
 
@@ -126,11 +131,14 @@ impl<'a> Trainer<'a> {
     pub fn new(plan: &'a Plan, checkpoint: Option<&Path>) -> Result<Self> {
         let r = &plan.recipe;
         let (device, dtype) = plan.device()?;
-        let policy = match checkpoint {
+        let mut policy = match checkpoint {
             Some(dir) => model::load(&model::ModelSource::Dir(dir.join("model")), &device, dtype)
                 .with_context(|| format!("loading checkpoint {}", dir.display()))?,
             None => model::load(&plan.model_source, &device, dtype)?,
         };
+        // `[model] add_tokens` (a no-op on a checkpoint, which has them), before any optimizer.
+        plan.vocab.apply(&mut policy)?;
+        let constraint = plan.constraint(&policy.tokenizer)?;
         let mut optimizer = AdamW::new(policy.params.named_vars(), r.optimizer.adamw())?;
         let mut state = TrainState {
             step: 0,
@@ -150,7 +158,9 @@ impl<'a> Trainer<'a> {
         let reference = if !algorithm.needs_reference() {
             None
         } else if checkpoint.is_some() {
-            Some(model::load(&plan.model_source, &device, dtype)?.params)
+            let mut m = model::load(&plan.model_source, &device, dtype)?;
+            plan.vocab.apply(&mut m)?;
+            Some(m.params)
         } else {
             Some(policy.params.deep_clone()?)
         };
@@ -170,6 +180,7 @@ impl<'a> Trainer<'a> {
             judge: plan.verifier.clone(),
             explore,
             reference,
+            constraint,
             state,
         })
     }
@@ -204,6 +215,10 @@ impl<'a> Trainer<'a> {
             plan,
             policy: &self.policy,
             prompter: &prompter,
+            constraint: self
+                .constraint
+                .as_ref()
+                .map(|c| c as &dyn generate::Constraint),
             device: &self.device,
         };
         let rollout = rollout::collect(
@@ -219,6 +234,10 @@ impl<'a> Trainer<'a> {
         let ctx = update::UpdateCtx {
             policy: &self.policy,
             reference: self.reference.as_ref(),
+            constraint: self
+                .constraint
+                .as_ref()
+                .map(|c| c as &dyn generate::Constraint),
             device: &self.device,
         };
         let seed = r.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED;

@@ -18,11 +18,12 @@ use super::update::Sequence;
 use crate::algo::{Algorithm, Metrics, RolloutSource};
 use crate::data::Example;
 use crate::explore::{Imentor, Outcome};
-use crate::generate::{self, Completion, Finish};
+use crate::generate::beam::{self, BeamConfig};
+use crate::generate::{self, Completion, Constraint, Finish, GroupMode};
 use crate::model::{Decoder, LoadedModel, Mode, Tokenizer};
 use crate::prompting::Prompter;
 use crate::recipe::Plan;
-use crate::reward::{Score, Verifier};
+use crate::reward::{GroupMember, Score, Verifier};
 
 /// One sample of a rollout batch, as generated and judged.
 pub struct Sample {
@@ -68,6 +69,8 @@ pub struct RolloutCtx<'a> {
     pub plan: &'a Plan,
     pub policy: &'a LoadedModel,
     pub prompter: &'a Prompter<'a>,
+    /// What every generated token must satisfy (the SID trie), if the recipe sets one.
+    pub constraint: Option<&'a dyn Constraint>,
     pub device: &'a Device,
 }
 
@@ -118,18 +121,30 @@ fn sample_and_judge(
         })
         .collect();
     let infer = Decoder::new(&ctx.policy.config, &ctx.policy.params, Mode::Infer)?;
-    let completions = generate::generate(
-        &infer,
-        tok,
-        &prompts,
-        &seeds,
-        &ctx.plan.sampling,
-        ctx.device,
-    )?;
+    let (completions, padded) = match r.generation.group {
+        GroupMode::Sample => {
+            let c = generate::generate_constrained(
+                &infer,
+                tok,
+                &prompts,
+                &seeds,
+                &ctx.plan.sampling,
+                ctx.constraint,
+                ctx.device,
+            )?;
+            let n = c.len();
+            (c, vec![false; n])
+        }
+        GroupMode::Beam => beam_groups(ctx, &infer, &prompts, g)?,
+    };
     let gen_seconds = t_gen.elapsed().as_secs_f64();
 
-    // 2. Judge, 3. advantages.
-    let scores = score(judge, tok, &examples, &prompts, &completions);
+    // 2. Judge (a group at a time, ranked), 3. advantages.
+    let ranks = match r.generation.group {
+        GroupMode::Sample => ranks_by_logprob(&completions),
+        GroupMode::Beam => completions.iter().map(|c| c.sample_index).collect(),
+    };
+    let scores = score(judge, tok, &examples, &prompts, &completions, &ranks);
     let rewards: Vec<f32> = scores.iter().map(|s| s.value).collect();
     let mut advantages = algo.advantages(&rewards, g);
     // 4. i-MENTOR: a novelty bonus added after group normalization (advantage-preserving).
@@ -162,9 +177,10 @@ fn sample_and_judge(
         .into_iter()
         .zip(scores)
         .zip(advantages)
-        .map(|((c, score), advantage)| Sample {
+        .zip(padded)
+        .map(|(((c, score), advantage), padded)| Sample {
             prompt: prompt_arcs[c.prompt_index].clone(),
-            in_loss: !(mask_truncated && c.finish_reason == Finish::Length),
+            in_loss: !(padded || (mask_truncated && c.finish_reason == Finish::Length)),
             completion: c,
             score,
             advantage,
@@ -184,27 +200,144 @@ fn sample_and_judge(
     })
 }
 
-/// Rewards of a rollout batch: every completion judged against its example, in parallel (the
-/// verifiers are pure). The example's fields gain `_prompt`, the decoded prompt, for judges that
-/// read it. The one place a batched, model-backed judge replaces the per-sample verifier.
+/// Rewards of a rollout batch: each group (a prompt's completions, contiguous) judged against
+/// its example with [`Verifier::score_group`], groups in parallel (the verifiers are pure), so a
+/// reward may compare a group's members by `ranks` (0 = best within the group). The example's
+/// fields gain `_prompt`, the decoded prompt, for judges that read it. The one place a batched,
+/// model-backed judge replaces the per-sample verifier.
 pub fn score(
     judge: &dyn Verifier,
     tok: &Tokenizer,
     examples: &[Example],
     prompts: &[Vec<u32>],
     completions: &[Completion],
+    ranks: &[usize],
 ) -> Vec<Score> {
-    completions
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, c) in completions.iter().enumerate() {
+        match groups.last_mut() {
+            Some(g) if completions[g.start].prompt_index == c.prompt_index => g.end = i + 1,
+            _ => groups.push(i..i + 1),
+        }
+    }
+    let scored: Vec<Vec<Score>> = groups
         .par_iter()
-        .map(|c| {
-            let mut ex = examples[c.prompt_index].clone();
+        .map(|g| {
+            let p = completions[g.start].prompt_index;
+            let mut ex = examples[p].clone();
             ex.fields.insert(
                 "_prompt".into(),
-                Value::String(tok.decode(&prompts[c.prompt_index], false)),
+                Value::String(tok.decode(&prompts[p], false)),
             );
-            judge.score(&ex, &c.text)
+            let members: Vec<GroupMember> = g
+                .clone()
+                .map(|i| GroupMember {
+                    completion: &completions[i].text,
+                    rank: ranks[i],
+                })
+                .collect();
+            judge.score_group(&ex, &members)
+        })
+        .collect();
+    scored.concat()
+}
+
+/// Within each group, the rank of each sample by its sequence log-prob (sum of the reported
+/// per-token log-probs; highest first, ties by sample order): a sampled group's stand-in for
+/// beam order.
+fn ranks_by_logprob(completions: &[Completion]) -> Vec<usize> {
+    let total = |c: &Completion| c.logprobs.iter().map(|&x| x as f64).sum::<f64>();
+    completions
+        .iter()
+        .map(|c| {
+            let mine = total(c);
+            completions
+                .iter()
+                .filter(|o| o.prompt_index == c.prompt_index)
+                .filter(|o| {
+                    let t = total(o);
+                    t > mine || (t == mine && o.sample_index < c.sample_index)
+                })
+                .count()
         })
         .collect()
+}
+
+/// MiniOneRec's rollout: per prompt, the `g` best beams of one beam search under the
+/// constraint, in rank order (`sample_index` = rank). Beams are not samples from the policy, so
+/// there is no behaviour log-prob to keep: the old statistics are the current policy's own,
+/// recomputed with the update's function ([`super::constrained::policy_stats`]), and at the
+/// first optimizer step the ratio is 1 — the loss is on-policy REINFORCE/GRPO over the beams,
+/// as MiniOneRec's exp(logp − logp.detach()). A prompt that yields fewer than `g` beams (the
+/// constraint left fewer valid sequences) repeats its last beam; the repeats are flagged (the
+/// second vector) and kept out of the loss, so groups keep their size.
+fn beam_groups(
+    ctx: &RolloutCtx,
+    infer: &Decoder,
+    prompts: &[Vec<u32>],
+    g: usize,
+) -> Result<(Vec<Completion>, Vec<bool>)> {
+    let cfg = BeamConfig {
+        num_beams: g,
+        max_new_tokens: ctx.plan.sampling.max_new_tokens,
+        ..BeamConfig::default()
+    };
+    let tok = &ctx.policy.tokenizer;
+    let results = beam::beam_search(infer, tok, prompts, &cfg, ctx.constraint, ctx.device)?;
+    let (mut out, mut padded) = (Vec::new(), Vec::new());
+    for res in results {
+        let Some(last) = res.beams.last().cloned() else {
+            anyhow::bail!(
+                "beam search returned no sequence for prompt {}",
+                res.prompt_index
+            );
+        };
+        let real = res.beams.len();
+        let beams = res.beams.into_iter().chain(std::iter::repeat(last));
+        let mut group: Vec<Completion> = beams
+            .take(g)
+            .enumerate()
+            .map(|(rank, b)| Completion {
+                prompt_index: res.prompt_index,
+                sample_index: rank,
+                logprobs: b.constrained_logprobs,
+                mean_logprobs: vec![],
+                entropies: vec![],
+                token_ids: b.token_ids,
+                text: b.text,
+                finish_reason: b.finish_reason,
+                seed: 0,
+            })
+            .collect();
+        let pairs: Vec<(&[u32], &[u32])> = group
+            .iter()
+            .map(|c| (prompts[res.prompt_index].as_slice(), c.token_ids.as_slice()))
+            .collect();
+        let groups = vec![res.prompt_index; pairs.len()];
+        let temp = ctx.plan.update.logprob_temperature;
+        let s = super::constrained::policy_stats(
+            infer,
+            &pairs,
+            &groups,
+            ctx.constraint,
+            temp,
+            ctx.device,
+        )?;
+        let (mut lp, mut mean, mut ent) = (
+            s.logp.to_vec1::<f32>()?.into_iter(),
+            s.mean_logp.to_vec1::<f32>()?.into_iter(),
+            s.entropy.to_vec1::<f32>()?.into_iter(),
+        );
+        for c in &mut group {
+            let n = c.token_ids.len();
+            c.logprobs = lp.by_ref().take(n).collect();
+            c.mean_logprobs = mean.by_ref().take(n).collect();
+            c.entropies = ent.by_ref().take(n).collect();
+        }
+        padded.extend((0..g).map(|i| i >= real));
+        out.extend(group);
+    }
+    Ok((out, padded))
 }
 
 /// SFT: each example's reference completion (declared by its data source) plus EOS, as one
@@ -248,4 +381,35 @@ fn reference_completions(ctx: &RolloutCtx, examples: Vec<Example>) -> Result<Rol
         metrics,
         generated: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completion(prompt_index: usize, sample_index: usize, logprobs: &[f32]) -> Completion {
+        Completion {
+            prompt_index,
+            sample_index,
+            token_ids: vec![0; logprobs.len()],
+            logprobs: logprobs.to_vec(),
+            mean_logprobs: vec![],
+            entropies: vec![],
+            text: String::new(),
+            finish_reason: Finish::Eos,
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn sampled_groups_rank_by_sequence_logprob_within_the_group() {
+        let c = [
+            completion(0, 0, &[-1.0, -1.0]), // −2
+            completion(0, 1, &[-0.5]),       // −0.5: best
+            completion(0, 2, &[-1.5, -0.5]), // −2: ties with sample 0, ranks after it
+            completion(1, 0, &[-3.0]),       // another group
+            completion(1, 1, &[-0.1]),
+        ];
+        assert_eq!(ranks_by_logprob(&c), [1, 0, 2, 1, 0]);
+    }
 }

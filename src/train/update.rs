@@ -15,8 +15,9 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::constrained::policy_stats;
 use crate::algo::{Algorithm, Metrics, MinibatchShape, SequenceTargets, TokenBatch};
-use crate::model::logprobs::completion_stats;
+use crate::generate::Constraint;
 use crate::model::{Decoder, LoadedModel, Mode, Params};
 use crate::optim::{self, AdamW};
 use crate::recipe::UpdatePlan;
@@ -37,10 +38,12 @@ pub struct Sequence {
     pub in_loss: bool,
 }
 
-/// The models an update reads: the policy it trains and the frozen reference, if any.
+/// The models an update reads: the policy it trains and the frozen reference, if any; and the
+/// constraint the rollout generated under (log-probs are recomputed under it).
 pub struct UpdateCtx<'a> {
     pub policy: &'a LoadedModel,
     pub reference: Option<&'a Params>,
+    pub constraint: Option<&'a dyn Constraint>,
     pub device: &'a Device,
 }
 
@@ -154,15 +157,12 @@ fn micro_loss(
         .iter()
         .map(|&i| (seqs[i].prompt.as_slice(), seqs[i].tokens.as_slice()))
         .collect();
+    let groups: Vec<usize> = micro.iter().map(|&i| seqs[i].group).collect();
     let config = &ctx.policy.config;
-    let train = Decoder::new(config, &ctx.policy.params, Mode::Train)?;
-    let cur = completion_stats(&train, &pairs, temp, dev)?;
+    let stats = |dec: &Decoder| policy_stats(dec, &pairs, &groups, ctx.constraint, temp, dev);
+    let cur = stats(&Decoder::new(config, &ctx.policy.params, Mode::Train)?)?;
     let ref_logp = match ctx.reference {
-        Some(p) => Some(
-            completion_stats(&Decoder::new(config, p, Mode::Infer)?, &pairs, temp, dev)?
-                .logp
-                .detach(),
-        ),
+        Some(p) => Some(stats(&Decoder::new(config, p, Mode::Infer)?)?.logp.detach()),
         None => None,
     };
     let targets: Vec<SequenceTargets> = micro

@@ -14,6 +14,7 @@ mod judge;
 mod layering;
 mod minilm;
 mod rec_baseline;
+mod rec_rl;
 mod trainer;
 mod tree_mdp;
 mod vocab;
