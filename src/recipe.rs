@@ -56,6 +56,22 @@ pub struct ModelSection {
     pub source: String,
     #[serde(default = "default_device")]
     pub device: String,
+    /// Tokens to add to the vocabulary after loading (e.g. Semantic IDs): `{ file = "tokens.json" }`
+    /// (a JSON array or one token a line) and/or `{ list = [...] }` (`model::vocab`).
+    pub add_tokens: Option<crate::model::vocab::AddTokensSpec>,
+    /// Train only the added tokens' embedding (and LM-head) rows.
+    #[serde(default)]
+    pub train_only_new_tokens: bool,
+}
+
+impl ModelSection {
+    /// The vocabulary options as `model::vocab` reads them.
+    pub fn vocab(&self) -> crate::model::VocabSection {
+        crate::model::VocabSection {
+            add_tokens: self.add_tokens.clone(),
+            train_only_new_tokens: self.train_only_new_tokens,
+        }
+    }
 }
 
 fn default_device() -> String {
@@ -122,6 +138,9 @@ impl GenerationSection {
 pub struct TrainSection {
     /// Optimizer-visible training steps (one rollout batch each for RL; one batch for SFT).
     pub max_steps: u64,
+    /// Passes over the training data instead of `max_steps`: max_steps becomes
+    /// ⌈epochs × examples / prompts_per_step⌉ when the recipe is resolved.
+    pub epochs: Option<f64>,
     /// Prompts per rollout batch (RL) or examples per batch (SFT).
     pub prompts_per_step: usize,
     /// Sequences per forward/backward; gradients accumulate over micro-batches.
@@ -147,6 +166,7 @@ impl Default for TrainSection {
     fn default() -> Self {
         Self {
             max_steps: 10,
+            epochs: None,
             prompts_per_step: 4,
             micro_batch_size: 8,
             num_iterations: 1,
@@ -320,6 +340,8 @@ pub struct Plan {
     /// The `[verifier]`, built once here (an external command's workers start before weights
     /// load and are shared by the trainer, never started twice).
     pub verifier: std::sync::Arc<dyn crate::reward::Verifier>,
+    /// Tokens added to the model after loading, and whether only they train.
+    pub vocab: crate::model::VocabPlan,
 }
 
 /// The resolved `[train]` options of the update stage.
@@ -404,6 +426,7 @@ impl Recipe {
                 .unwrap_or("run".into())
         });
         let model_source = resolve_model(&self.model.source, &base_dir)?;
+        let vocab = self.model.vocab().resolve(&base_dir).context("[model]")?;
         let g = &self.generation;
         let sampling = g.sampling();
         sampling.validate().context("[generation]")?;
@@ -517,6 +540,14 @@ impl Recipe {
             },
             keep_groups_whole: algo.keeps_groups_whole(),
         };
+        if let Some(e) = self.train.epochs {
+            ensure!(
+                e > 0.0 && e.is_finite(),
+                "[train] epochs must be a positive number, got {e}"
+            );
+            let per = self.train.prompts_per_step as f64;
+            self.train.max_steps = (e * train_examples.len() as f64 / per).ceil().max(1.0) as u64;
+        }
         Ok(Plan {
             recipe: self,
             name,
@@ -528,6 +559,7 @@ impl Recipe {
             sampling,
             update,
             verifier,
+            vocab,
         })
     }
 }

@@ -16,6 +16,12 @@ pub enum RecCommand {
     /// Train and evaluate classic rankers (popularity, SASRec) on one split; writes
     /// metrics.json, per-row metrics and the SASRec checkpoint.
     Baseline(BaselineArgs),
+    /// Write a fresh from-scratch Llama decoder over a SID index's tokens (word-level
+    /// tokenizer, seeded random init) as an HF directory.
+    InitModel(super::rec_gen::InitModelArgs),
+    /// Evaluate a generative recommender: constrained beam search (and HSRL's factorized
+    /// scoring) over the full catalogue; HR/NDCG@K, per-row results, paired bootstrap.
+    Eval(super::rec_gen::EvalArgs),
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +89,8 @@ pub enum LossArg {
 pub fn run(c: RecCommand) -> Result<()> {
     match c {
         RecCommand::Baseline(a) => baseline(a),
+        RecCommand::InitModel(a) => super::rec_gen::init_model(a),
+        RecCommand::Eval(a) => super::rec_gen::eval(a),
     }
 }
 

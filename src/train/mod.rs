@@ -126,12 +126,19 @@ impl<'a> Trainer<'a> {
     pub fn new(plan: &'a Plan, checkpoint: Option<&Path>) -> Result<Self> {
         let r = &plan.recipe;
         let (device, dtype) = plan.device()?;
-        let policy = match checkpoint {
+        let mut policy = match checkpoint {
             Some(dir) => model::load(&model::ModelSource::Dir(dir.join("model")), &device, dtype)
                 .with_context(|| format!("loading checkpoint {}", dir.display()))?,
             None => model::load(&plan.model_source, &device, dtype)?,
         };
-        let mut optimizer = AdamW::new(policy.params.named_vars(), r.optimizer.adamw())?;
+        // Added tokens (a checkpoint has them already: adding is then a no-op that still
+        // reports their ids for `train_only_new_tokens`).
+        let (_, trainable) = plan
+            .vocab
+            .apply(&mut policy)
+            .context("[model] add_tokens")?;
+        let mut optimizer =
+            AdamW::with_trainable(policy.params.named_vars(), &trainable, r.optimizer.adamw())?;
         let mut state = TrainState {
             step: 0,
             cursor: DataCursor::new(r.seed),
@@ -150,7 +157,9 @@ impl<'a> Trainer<'a> {
         let reference = if !algorithm.needs_reference() {
             None
         } else if checkpoint.is_some() {
-            Some(model::load(&plan.model_source, &device, dtype)?.params)
+            let mut m = model::load(&plan.model_source, &device, dtype)?;
+            plan.vocab.apply(&mut m)?;
+            Some(m.params)
         } else {
             Some(policy.params.deep_clone()?)
         };

@@ -59,15 +59,28 @@ impl SidTable {
         );
         ensure!(!items.is_empty(), "a SID table needs at least one item");
         let levels = codes[0].len();
-        ensure!(levels > 0 && levels <= 26, "a SID has 1..=26 levels, got {levels}");
+        ensure!(
+            levels > 0 && levels <= 26,
+            "a SID has 1..=26 levels, got {levels}"
+        );
         let sizes = if sizes.is_empty() {
             (0..levels)
-                .map(|l| codes.iter().map(|c| c.get(l).copied().unwrap_or(0) as usize + 1).max().unwrap_or(1))
+                .map(|l| {
+                    codes
+                        .iter()
+                        .map(|c| c.get(l).copied().unwrap_or(0) as usize + 1)
+                        .max()
+                        .unwrap_or(1)
+                })
                 .collect()
         } else {
             sizes
         };
-        ensure!(sizes.len() == levels, "{} level sizes for {levels}-level codes", sizes.len());
+        ensure!(
+            sizes.len() == levels,
+            "{} level sizes for {levels}-level codes",
+            sizes.len()
+        );
         let mut by_id = HashMap::with_capacity(items.len());
         let mut by_codes: HashMap<Vec<u32>, Vec<usize>> = HashMap::with_capacity(items.len());
         for (i, (id, c)) in items.iter().zip(&codes).enumerate() {
@@ -87,7 +100,13 @@ impl SidTable {
             }
             by_codes.entry(c.clone()).or_default().push(i);
         }
-        Ok(Self { sizes, items, codes, by_id, by_codes })
+        Ok(Self {
+            sizes,
+            items,
+            codes,
+            by_id,
+            by_codes,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -118,7 +137,11 @@ impl SidTable {
     }
     /// Item i's level tokens, `["<a_12>", "<b_3>", "<c_200>"]`.
     pub fn tokens(&self, i: usize) -> Vec<String> {
-        self.codes[i].iter().enumerate().map(|(l, &c)| level_token(l, c)).collect()
+        self.codes[i]
+            .iter()
+            .enumerate()
+            .map(|(l, &c)| level_token(l, c))
+            .collect()
     }
     /// Item i's SID as one string, `<a_12><b_3><c_200>` (MiniOneRec's `item_sid` column).
     pub fn sid_string(&self, i: usize) -> String {
@@ -164,8 +187,11 @@ impl SidTable {
     }
     /// Distinct SIDs, each with its items, sorted by code sequence (deterministic).
     pub fn sids(&self) -> Vec<(&[u32], &[usize])> {
-        let mut out: Vec<(&[u32], &[usize])> =
-            self.by_codes.iter().map(|(c, i)| (c.as_slice(), i.as_slice())).collect();
+        let mut out: Vec<(&[u32], &[usize])> = self
+            .by_codes
+            .iter()
+            .map(|(c, i)| (c.as_slice(), i.as_slice()))
+            .collect();
         out.sort_unstable();
         out
     }
@@ -175,7 +201,12 @@ impl SidTable {
     }
     /// Share of items that are in a group of ≥ 2 items sharing one SID.
     pub fn collision_rate(&self) -> f64 {
-        let colliding: usize = self.by_codes.values().filter(|g| g.len() > 1).map(Vec::len).sum();
+        let colliding: usize = self
+            .by_codes
+            .values()
+            .filter(|g| g.len() > 1)
+            .map(Vec::len)
+            .sum();
         colliding as f64 / self.items.len() as f64
     }
 
@@ -197,7 +228,8 @@ impl SidTable {
     pub fn parse_index(text: &str) -> Result<Self> {
         // serde_json's `preserve_order` is off: keep the file's order by walking the raw map
         // through an order-preserving deserialization into a Vec of pairs.
-        let entries: OrderedIndex = serde_json::from_str(text).context("not a JSON object of lists")?;
+        let entries: OrderedIndex =
+            serde_json::from_str(text).context("not a JSON object of lists")?;
         let mut items = Vec::with_capacity(entries.0.len());
         let mut codes = Vec::with_capacity(entries.0.len());
         for (id, tokens) in entries.0 {
@@ -224,7 +256,10 @@ impl SidTable {
         for i in 0..self.len() {
             let id = serde_json::to_string(&self.items[i])?;
             let toks = serde_json::to_string(&self.tokens(i))?;
-            out.push_str(&format!("  {id}: {toks}{}\n", if i + 1 < self.len() { "," } else { "" }));
+            out.push_str(&format!(
+                "  {id}: {toks}{}\n",
+                if i + 1 < self.len() { "," } else { "" }
+            ));
         }
         out.push_str("}\n");
         let tmp = path.with_extension("json.partial");
