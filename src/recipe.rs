@@ -673,4 +673,26 @@ name = "grpo"
         }
         assert!(n >= 9, "found {n} recipes");
     }
+
+    /// `[train] epochs` becomes max_steps over the loaded data; `[model] add_tokens` resolves
+    /// its token file at resolve time (before weights).
+    #[test]
+    fn epochs_and_added_tokens_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.json"), r#"["<a_0>", "<a_1>"]"#).unwrap();
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_llama");
+        let text = BASE.replace("tests/fixtures/tiny_llama", &model.display().to_string())
+            + "[train]\nepochs = 1.5\nprompts_per_step = 4\n";
+        let r = parse_recipe(&text, &["model.add_tokens={ file = \"t.json\" }".into()]).unwrap();
+        let plan = r.resolve(&dir.path().join("r.toml")).unwrap();
+        assert_eq!(plan.recipe.train.max_steps, 4); // ⌈1.5 × 10 / 4⌉
+        assert_eq!(plan.vocab.tokens, vec!["<a_0>", "<a_1>"]);
+        let bad =
+            parse_recipe(&text, &["model.add_tokens={ file = \"nope.json\" }".into()]).unwrap();
+        let e = match bad.resolve(&dir.path().join("r.toml")) {
+            Ok(_) => panic!("a missing token file resolves"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.contains("nope.json"), "{e}");
+    }
 }

@@ -9,6 +9,10 @@ table is a bijection. Writes MiniOneRec's index format {"item_id": ["<a_1>", "<b
 Needs numpy, scikit-learn, safetensors, tokenizers (pip). Not a runtime dependency of llmrl.
 
 usage: python temp_sid_index.py ITEM_FILE MINILM_DIR OUT.json
+       python temp_sid_index.py ITEM_FILE --tfidf OUT.json
+The second form replaces the text encoder by a lexical one (fast on a loaded CPU): TF-IDF of the
+same item text (word unigrams and bigrams, sublinear tf) reduced to 64 dimensions by truncated SVD
+(seed 0), L2-normalized.
 """
 import json
 import sys
@@ -85,7 +89,15 @@ def main():
             ids.append(r["item_id"])
             genres = ", ".join(r.get("class", "").split())
             texts.append(f"{r['movie_title']} ({r.get('release_year', '')}). Genres: {genres}")
-    x = embed(texts, mdir).astype(np.float64)
+    if mdir == "--tfidf":
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        tf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1).fit_transform(texts)
+        x = TruncatedSVD(64, random_state=0).fit_transform(tf)
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    else:
+        x = embed(texts, mdir).astype(np.float64)
     codes = []
     r = x.copy()
     for level in range(3):

@@ -193,6 +193,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     }
     ensure!(a.beams >= 1, "--beams must be ≥ 1");
     // Everything a user can get wrong is checked before the model loads.
+    let src = ModelSource::parse(&a.model)?;
     let table = SidTable::read_index(&a.index)?;
     let mut data = RecDataConfig::new(a.index.clone(), a.split, a.part, a.history);
     data.inter = a.inter.clone();
@@ -231,21 +232,40 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             }
         })
         .collect();
-    for (name, keys, ev) in &against {
-        ensure!(
-            ev.rows.len() == rows.len()
-                && keys.iter().zip(&examples).all(|((u, t), e)| {
-                    Some(u) == e.text("user").as_ref() && Some(t) == e.text("target_item").as_ref()
-                }),
-            "--against {name}: its {} rows are not these {} (user, target) rows in order; \
-             hint: run `rec baseline` on the same log, split and history",
-            ev.rows.len(),
-            rows.len()
-        );
-    }
-
+    // Each baseline's rows for these examples, matched on (user, target): a subset of users
+    // (--max-users) compares on the same rows.
+    let against: Vec<(String, Evaluation)> = against
+        .into_iter()
+        .map(|(name, keys, ev)| {
+            let at: HashMap<&(String, String), usize> =
+                keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
+            let picked = examples
+                .iter()
+                .map(|e| {
+                    let key = (
+                        e.text("user").unwrap_or_default(),
+                        e.text("target_item").unwrap_or_default(),
+                    );
+                    at.get(&key).map(|&i| ev.rows[i]).with_context(|| {
+                        format!(
+                            "--against {name}: no row for user `{}` with target `{}`; hint: run \
+                             `rec baseline` on the same log, split, part and history",
+                            key.0, key.1
+                        )
+                    })
+                })
+                .collect::<Result<Vec<RowMetrics>>>()?;
+            let summary = Summary::new(&picked);
+            Ok((
+                name,
+                Evaluation {
+                    rows: picked,
+                    summary,
+                },
+            ))
+        })
+        .collect::<Result<_>>()?;
     let (device, dtype) = crate::model::device::parse_device(&a.device)?;
-    let src = ModelSource::parse(&a.model)?;
     let m = model::load(&src, &device, dtype)?;
     let tok = &m.tokenizer;
     ensure!(
@@ -347,7 +367,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
                 "ranked_entries_per_second": r.items_per_second(),
                 "generated": r.generated, "invalid": r.invalid}),
         );
-        for (other, _, oev) in &against {
+        for (other, oev) in &against {
             let d: serde_json::Map<String, serde_json::Value> =
                 paired_differences(&ev, oev, a.bootstrap, a.seed)?
                     .into_iter()
@@ -358,7 +378,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     }
     let baselines: HashMap<&str, Summary> = against
         .iter()
-        .map(|(n, _, e)| (n.as_str(), e.summary.clone()))
+        .map(|(n, e)| (n.as_str(), e.summary.clone()))
         .collect();
     let summary = serde_json::json!({
         "model": a.model,
