@@ -25,6 +25,7 @@ if [ -n "${SID_INDEX:-}" ]; then
 elif "$LLMRL" sid build --help >/dev/null 2>&1; then
   # The SID helper's command (issue 13 item 2): MiniLM item embeddings, RQ-KMeans 3 x 16 +
   # an ordinal level for collisions.
+  # (flags as planned in issue 13; adjust to the command as it lands)
   "$LLMRL" sid build --items "$DATA/ml-100k.item" --levels 3 --codes 16 --collisions ordinal \
     --out "$OUT/sid"
 else

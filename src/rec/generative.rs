@@ -137,6 +137,7 @@ pub fn level_token_ids(table: &SidTable, tok: &Tokenizer) -> Result<Vec<Vec<u32>
 }
 
 /// HSRL's factorized scoring (module docs): full-catalogue rankings, `depth` entries deep.
+#[allow(clippy::too_many_arguments)]
 pub fn factorized_rankings(
     model: &Decoder,
     table: &SidTable,
