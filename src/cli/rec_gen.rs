@@ -144,8 +144,11 @@ pub struct EvalArgs {
     pub out: PathBuf,
 }
 
+/// Another ranker's rows: its name, each row's (user, target item), its per-row metrics.
+type Rows = (String, Vec<(String, String)>, Evaluation);
+
 /// Per-row metrics another command wrote (`{"user", "target", "hr": [..], "ndcg": [..]}`).
-fn read_rows(spec: &str) -> Result<(String, Vec<(String, String)>, Evaluation)> {
+fn read_rows(spec: &str) -> Result<Rows> {
     let (name, path) = spec
         .split_once('=')
         .with_context(|| format!("--against `{spec}`: expected NAME=PATH"))?;

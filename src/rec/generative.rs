@@ -294,7 +294,7 @@ mod tests {
             &table,
             &ids,
             &trie,
-            &[prompt.clone()],
+            std::slice::from_ref(&prompt),
             10,
             &Device::Cpu,
             &Silent,
