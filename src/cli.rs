@@ -576,5 +576,6 @@ fn judge_table(path: &Path) -> Result<Option<crate::reward::JudgeConfig>> {
 
 // `llmrl rec ...` lives in cli/rec_cli.rs.
 mod rec_cli;
+mod rec_gen;
 // The reporter the CLI gives everything below it: bars on a terminal, plain lines otherwise.
 pub mod console;

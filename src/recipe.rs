@@ -56,10 +56,23 @@ pub struct ModelSection {
     pub source: String,
     #[serde(default = "default_device")]
     pub device: String,
-    /// Tokens added to the policy's vocabulary when it loads (e.g. Semantic-ID tokens),
-    /// `{ file = "sid_tokens.txt", list = ["<a_1>"] }` (`model::vocab`).
+    /// Tokens to add to the vocabulary after loading (e.g. Semantic IDs): `{ file = "tokens.json" }`
+    /// (a JSON array or one token a line) and/or `{ list = [...] }` (`model::vocab`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add_tokens: Option<crate::model::vocab::AddTokensSpec>,
+    /// Train only the added tokens' embedding (and LM-head) rows.
+    #[serde(default)]
+    pub train_only_new_tokens: bool,
+}
+
+impl ModelSection {
+    /// The vocabulary options as `model::vocab` reads them.
+    pub fn vocab(&self) -> crate::model::VocabSection {
+        crate::model::VocabSection {
+            add_tokens: self.add_tokens.clone(),
+            train_only_new_tokens: self.train_only_new_tokens,
+        }
+    }
 }
 
 fn default_device() -> String {
@@ -134,6 +147,9 @@ impl GenerationSection {
 pub struct TrainSection {
     /// Optimizer-visible training steps (one rollout batch each for RL; one batch for SFT).
     pub max_steps: u64,
+    /// Passes over the training data instead of `max_steps`: max_steps becomes
+    /// ⌈epochs × examples / prompts_per_step⌉ when the recipe is resolved.
+    pub epochs: Option<f64>,
     /// Prompts per rollout batch (RL) or examples per batch (SFT).
     pub prompts_per_step: usize,
     /// Sequences per forward/backward; gradients accumulate over micro-batches.
@@ -159,6 +175,7 @@ impl Default for TrainSection {
     fn default() -> Self {
         Self {
             max_steps: 10,
+            epochs: None,
             prompts_per_step: 4,
             micro_batch_size: 8,
             num_iterations: 1,
@@ -448,11 +465,7 @@ impl Recipe {
                 .unwrap_or("run".into())
         });
         let model_source = resolve_model(&self.model.source, &base_dir)?;
-        let vocab = crate::model::VocabSection {
-            add_tokens: self.model.add_tokens.clone(),
-            train_only_new_tokens: false,
-        }
-        .resolve(&base_dir)?;
+        let vocab = self.model.vocab().resolve(&base_dir).context("[model]")?;
         let g = &self.generation;
         let sampling = g.sampling();
         sampling.validate().context("[generation]")?;
@@ -569,6 +582,14 @@ impl Recipe {
             },
             keep_groups_whole: algo.keeps_groups_whole(),
         };
+        if let Some(e) = self.train.epochs {
+            ensure!(
+                e > 0.0 && e.is_finite(),
+                "[train] epochs must be a positive number, got {e}"
+            );
+            let per = self.train.prompts_per_step as f64;
+            self.train.max_steps = (e * train_examples.len() as f64 / per).ceil().max(1.0) as u64;
+        }
         Ok(Plan {
             recipe: self,
             name,
@@ -694,5 +715,27 @@ name = "grpo"
             }
         }
         assert!(n >= 9, "found {n} recipes");
+    }
+
+    /// `[train] epochs` becomes max_steps over the loaded data; `[model] add_tokens` resolves
+    /// its token file at resolve time (before weights).
+    #[test]
+    fn epochs_and_added_tokens_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.json"), r#"["<a_0>", "<a_1>"]"#).unwrap();
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_llama");
+        let text = BASE.replace("tests/fixtures/tiny_llama", &model.display().to_string())
+            + "[train]\nepochs = 1.5\nprompts_per_step = 4\n";
+        let r = parse_recipe(&text, &["model.add_tokens={ file = \"t.json\" }".into()]).unwrap();
+        let plan = r.resolve(&dir.path().join("r.toml")).unwrap();
+        assert_eq!(plan.recipe.train.max_steps, 4); // ⌈1.5 × 10 / 4⌉
+        assert_eq!(plan.vocab.tokens, vec!["<a_0>", "<a_1>"]);
+        let bad =
+            parse_recipe(&text, &["model.add_tokens={ file = \"nope.json\" }".into()]).unwrap();
+        let e = match bad.resolve(&dir.path().join("r.toml")) {
+            Ok(_) => panic!("a missing token file resolves"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.contains("nope.json"), "{e}");
     }
 }

@@ -24,6 +24,12 @@ pub enum RecCommand {
     /// sentence encoder (all-MiniLM-L6-v2); writes a safetensors file with `embeddings`
     /// [n_items, dim] and the item ids in row order (`llmrl sid build --embeddings` reads it).
     Embed(EmbedArgs),
+    /// Write a fresh from-scratch Llama decoder over a SID index's tokens (word-level
+    /// tokenizer, seeded random init) as an HF directory.
+    InitModel(super::rec_gen::InitModelArgs),
+    /// Evaluate a generative recommender: constrained beam search (and HSRL's factorized
+    /// scoring) over the full catalogue; HR/NDCG@K, per-row results, paired bootstrap.
+    Eval(super::rec_gen::EvalArgs),
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +124,8 @@ pub fn run(c: RecCommand) -> Result<()> {
     match c {
         RecCommand::Baseline(a) => baseline(a),
         RecCommand::Embed(a) => embed_items(a),
+        RecCommand::InitModel(a) => super::rec_gen::init_model(a),
+        RecCommand::Eval(a) => super::rec_gen::eval(a),
     }
 }
 

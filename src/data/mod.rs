@@ -63,6 +63,8 @@ pub enum DataConfig {
     /// `{prompt, chosen, rejected}` rows (TRL's preference format) for DPO / S-DPO, validated at
     /// load; JSON Lines or Parquet like `jsonl`.
     Preference(preference::PreferenceConfig),
+    /// Next-item examples from an interaction log with Semantic-ID targets (`rec::dataset`).
+    Rec(crate::rec::dataset::RecDataConfig),
 }
 
 /// Load the examples `cfg` describes; relative paths are resolved against `base_dir` (the
@@ -74,6 +76,7 @@ pub fn load(cfg: &DataConfig, base_dir: &Path) -> Result<Vec<Example>> {
         DataConfig::Gsm8k(c) => c.load(base_dir)?,
         DataConfig::Math(c) => c.load(base_dir)?,
         DataConfig::Preference(c) => c.load(base_dir)?,
+        DataConfig::Rec(c) => c.load(base_dir)?,
     };
     if examples.is_empty() {
         bail!("the dataset is empty; hint: check the [data] table of the recipe ({cfg:?})");
@@ -99,6 +102,8 @@ impl DataConfig {
             Self::Gsm8k(_) | Self::Math(_) => "solution",
             // SFT on preference data imitates the chosen completion (TRL's DPO "sft" warm start).
             Self::Preference(_) => "chosen",
+            // The target item's SID string (`<a_1><b_2><c_3>`).
+            Self::Rec(_) => "target",
         };
         ex.text(field).ok_or_else(|| {
             anyhow::anyhow!(

@@ -32,6 +32,17 @@ const BUILTIN: &[(&str, &str, Option<&str>)] = &[
     ),
     ("gsm8k", include_str!("../../prompts/gsm8k.txt"), None),
     ("math", include_str!("../../prompts/math.txt"), None),
+    ("rec_sid", include_str!("../../prompts/rec_sid.txt"), None),
+    (
+        "minionerec_sid",
+        include_str!("../../prompts/minionerec_sid.txt"),
+        None,
+    ),
+    (
+        "minionerec_sid_rl",
+        include_str!("../../prompts/minionerec_sid_rl.txt"),
+        None,
+    ),
 ];
 
 /// The crate's own `prompts/` directory (where the built-in templates live in the source tree).

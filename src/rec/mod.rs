@@ -3,12 +3,15 @@
 
 pub mod action_space;
 pub mod baselines;
+pub mod dataset;
 pub mod embed;
+pub mod generative;
 pub mod items;
 pub mod metrics;
 pub mod minionerec_csv;
 pub mod reward;
 pub mod sasrec;
+pub mod scratch;
 pub mod sequences;
 pub mod sid;
 pub mod trie;

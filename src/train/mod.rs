@@ -136,10 +136,15 @@ impl<'a> Trainer<'a> {
                 .with_context(|| format!("loading checkpoint {}", dir.display()))?,
             None => model::load(&plan.model_source, &device, dtype)?,
         };
-        // `[model] add_tokens` (a no-op on a checkpoint, which has them), before any optimizer.
-        plan.vocab.apply(&mut policy)?;
+        // Added tokens (a checkpoint has them already: adding is then a no-op that still
+        // reports their ids for `train_only_new_tokens`).
+        let (_, trainable) = plan
+            .vocab
+            .apply(&mut policy)
+            .context("[model] add_tokens")?;
         let constraint = plan.constraint(&policy.tokenizer)?;
-        let mut optimizer = AdamW::new(policy.params.named_vars(), r.optimizer.adamw())?;
+        let mut optimizer =
+            AdamW::with_trainable(policy.params.named_vars(), &trainable, r.optimizer.adamw())?;
         let mut state = TrainState {
             step: 0,
             cursor: DataCursor::new(r.seed),
