@@ -56,6 +56,8 @@ pub struct ModelSection {
     pub source: String,
     #[serde(default = "default_device")]
     pub device: String,
+    /// Train a LoRA adapter instead of the whole model (`model::lora`; PEFT's names).
+    pub lora: Option<crate::model::lora::LoraConfig>,
 }
 
 fn default_device() -> String {
@@ -141,6 +143,9 @@ pub struct TrainSection {
     /// a clipped surrogate without KL). The update is the same either way (up to float
     /// summation order); off only to measure the full cost.
     pub skip_zero_advantage: bool,
+    /// Recompute each layer's activations in the backward instead of keeping them (TRL's
+    /// name): less memory, one more forward per layer.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainSection {
@@ -155,6 +160,7 @@ impl Default for TrainSection {
             mask_truncated_completions: false,
             max_grad_norm: 1.0,
             skip_zero_advantage: true,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -340,6 +346,8 @@ pub struct UpdatePlan {
     pub logprob_temperature: f64,
     /// Mini- and micro-batches hold whole groups (the algorithm's loss couples them).
     pub keep_groups_whole: bool,
+    /// `[train] gradient_checkpointing`.
+    pub gradient_checkpointing: bool,
 }
 
 impl Plan {
@@ -404,6 +412,9 @@ impl Recipe {
                 .unwrap_or("run".into())
         });
         let model_source = resolve_model(&self.model.source, &base_dir)?;
+        if let Some(l) = &self.model.lora {
+            l.validate().context("[model] lora")?;
+        }
         let g = &self.generation;
         let sampling = g.sampling();
         sampling.validate().context("[generation]")?;
@@ -516,6 +527,7 @@ impl Recipe {
                 1.0
             },
             keep_groups_whole: algo.keeps_groups_whole(),
+            gradient_checkpointing: t.gradient_checkpointing,
         };
         Ok(Plan {
             recipe: self,

@@ -14,6 +14,7 @@
 //! resumed run reproduces the uninterrupted one line by line (timings aside).
 
 pub mod metrics;
+pub mod policy;
 pub mod rollout;
 pub mod update;
 
@@ -30,7 +31,7 @@ pub use rollout::Rollout;
 use crate::algo::{self, Algorithm, Metrics};
 use crate::data::{DataCursor, Example};
 use crate::explore::Imentor;
-use crate::model::{self, Decoder, LoadedModel, Mode, Params};
+use crate::model::{Decoder, LoadedModel, Mode, Params};
 use crate::optim::AdamW;
 use crate::progress::Reporter;
 use crate::prompting::Prompter;
@@ -126,12 +127,14 @@ impl<'a> Trainer<'a> {
     pub fn new(plan: &'a Plan, checkpoint: Option<&Path>) -> Result<Self> {
         let r = &plan.recipe;
         let (device, dtype) = plan.device()?;
-        let policy = match checkpoint {
-            Some(dir) => model::load(&model::ModelSource::Dir(dir.join("model")), &device, dtype)
-                .with_context(|| format!("loading checkpoint {}", dir.display()))?,
-            None => model::load(&plan.model_source, &device, dtype)?,
-        };
-        let mut optimizer = AdamW::new(policy.params.named_vars(), r.optimizer.adamw())?;
+        let algorithm = algo::build(&r.algorithm)?;
+        let policy::Policy {
+            model: policy,
+            trainable,
+            reference,
+        } = policy::load(plan, checkpoint, &device, dtype, algorithm.needs_reference())?;
+        let mut optimizer =
+            AdamW::with_trainable(policy.params.named_vars(), &trainable, r.optimizer.adamw())?;
         let mut state = TrainState {
             step: 0,
             cursor: DataCursor::new(r.seed),
@@ -145,15 +148,6 @@ impl<'a> Trainer<'a> {
                 .with_context(|| format!("reading {}/state.json", dir.display()))?;
             optimizer.load(&dir.join("optimizer.safetensors"))?;
         }
-        let algorithm = algo::build(&r.algorithm)?;
-        // A frozen reference is the model as loaded from the recipe (never a checkpoint).
-        let reference = if !algorithm.needs_reference() {
-            None
-        } else if checkpoint.is_some() {
-            Some(model::load(&plan.model_source, &device, dtype)?.params)
-        } else {
-            Some(policy.params.deep_clone()?)
-        };
         let mut explore = match &r.exploration {
             Some(c) => Some(crate::explore::build(c, r.seed ^ 0x1_3E47)?),
             None => None,
@@ -272,14 +266,7 @@ impl<'a> Trainer<'a> {
     /// Write a checkpoint's contents into `dir`: the model as an HF directory, the optimizer,
     /// `state.json` and the exploration state.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let m = &self.policy;
-        model::save_hf_dir(
-            &dir.join("model"),
-            &m.config,
-            &m.params,
-            &m.tokenizer,
-            m.generation_config.as_ref(),
-        )?;
+        policy::save(self.plan, &self.policy, dir)?;
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
         std::fs::write(
             dir.join("state.json"),
