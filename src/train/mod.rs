@@ -132,7 +132,13 @@ impl<'a> Trainer<'a> {
             model: policy,
             trainable,
             reference,
-        } = policy::load(plan, checkpoint, &device, dtype, algorithm.needs_reference())?;
+        } = policy::load(
+            plan,
+            checkpoint,
+            &device,
+            dtype,
+            algorithm.needs_reference(),
+        )?;
         let mut optimizer =
             AdamW::with_trainable(policy.params.named_vars(), &trainable, r.optimizer.adamw())?;
         let mut state = TrainState {

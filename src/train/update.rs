@@ -16,8 +16,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::algo::{Algorithm, Metrics, MinibatchShape, SequenceTargets, TokenBatch};
-use crate::model::logprobs::completion_stats;
 use crate::model::decoder::BuildOptions;
+use crate::model::logprobs::completion_stats;
 use crate::model::recompute::Recompute;
 use crate::model::{Decoder, LoadedModel, Mode, Params};
 use crate::optim::AdamW;
@@ -96,14 +96,15 @@ pub fn optimize(
                     grads.insert(var.as_tensor(), var.as_tensor().zeros_like()?);
                 }
             }
-            let micros = micro_batches(&active, seqs, plan.micro_batch_size, plan.keep_groups_whole);
+            let micros =
+                micro_batches(&active, seqs, plan.micro_batch_size, plan.keep_groups_whole);
             for (mi, micro) in micros.into_iter().enumerate() {
                 // Adapter dropout masks: a function of (step seed, pass, mini-, micro-batch).
                 let build = BuildOptions {
                     dropout_seed: seed ^ (pass << 40 | (mbi as u64) << 20 | mi as u64),
-                    recompute: plan
-                        .gradient_checkpointing
-                        .then(|| Recompute::new(opt.params().iter().map(|(_, v)| v.clone()).collect())),
+                    recompute: plan.gradient_checkpointing.then(|| {
+                        Recompute::new(opt.params().iter().map(|(_, v)| v.clone()).collect())
+                    }),
                     ..BuildOptions::default()
                 };
                 let (loss, m) = micro_loss(ctx, plan, algo, seqs, &micro, &shape, &build)?;

@@ -34,7 +34,7 @@ fn adapted(fixture: &str, cfg: &LoraConfig, seed: u64) -> (LoadedModel, Trainabl
         if name.ends_with(".lora_B.weight") {
             let v = m.params.var(&name).unwrap();
             let n = v.elem_count();
-            let data: Vec<f32> = (0..n).map(|_| rng.random_range(-0.2f32..0.2)).collect();
+            let data: Vec<f32> = (0..n).map(|_| rng.random_range(-0.05f32..0.05)).collect();
             v.set(&Tensor::from_vec(data, v.shape(), &Device::Cpu).unwrap())
                 .unwrap();
         }
@@ -96,7 +96,10 @@ fn merged_forward_equals_unmerged_and_off_is_the_base() {
             .to_vec2()
             .unwrap();
         assert_eq!(got, want, "{fam}: base_only");
-        assert!(max_diff(&unmerged, &want) > 1e-3, "{fam}: the adapter does nothing");
+        assert!(
+            max_diff(&unmerged, &want) > 1e-3,
+            "{fam}: the adapter does nothing"
+        );
     }
 }
 
@@ -110,51 +113,70 @@ fn peft_init_starts_at_the_base_with_bounded_a() {
         panic!("LoRA trains a subset")
     };
     assert_eq!(parts.len(), 2 * 7 * m.config.num_hidden_layers);
-    let a = m.params.var("model.layers.1.mlp.down_proj.lora_A.weight").unwrap();
+    let a = m
+        .params
+        .var("model.layers.1.mlp.down_proj.lora_A.weight")
+        .unwrap();
     assert_eq!(a.dims(), [8, m.config.intermediate_size]);
     let bound = 1.0 / (m.config.intermediate_size as f32).sqrt();
     let v: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
     assert!(v.iter().all(|x| x.abs() <= bound));
     assert!(v.iter().map(|x| x.abs()).fold(0.0, f32::max) > 0.9 * bound);
-    let b = m.params.var("model.layers.1.mlp.down_proj.lora_B.weight").unwrap();
+    let b = m
+        .params
+        .var("model.layers.1.mlp.down_proj.lora_B.weight")
+        .unwrap();
     assert_eq!(b.dims(), [m.config.hidden_size, 8]);
     assert_eq!(b.sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
-    let e = lora::attach(&mut load_fixture("tiny_llama"), &LoraConfig {
-        target_modules: vec!["qkv".into()],
-        ..LoraConfig::default()
-    }, 1, None)
+    let e = lora::attach(
+        &mut load_fixture("tiny_llama"),
+        &LoraConfig {
+            target_modules: vec!["qkv".into()],
+            ..LoraConfig::default()
+        },
+        1,
+        None,
+    )
     .unwrap_err()
     .to_string();
     assert!(e.contains("`qkv`") && e.contains("q_proj"), "{e}");
 }
 
-/// Sum of next-token NLL over IDS in two right-padded rows (a real batch), with graph.
+/// Sum of next-token NLL over four right-padded rows (a real batch), with graph. 36 rows of
+/// activations: at most 32 untracked rows take the decode matmul kernel, which differs from the
+/// training matmul in the last bit, and recomputation's graph-free forward would see that.
 fn loss(dec: &Decoder) -> Tensor {
-    let rows = [&IDS[..], &IDS[2..7]];
+    let rows = [&IDS[..], &IDS[2..7], &IDS[1..], &IDS[..6]];
     let t = rows[0].len();
     let mut flat = Vec::new();
     for r in rows {
         flat.extend_from_slice(r);
         flat.extend(std::iter::repeat_n(0u32, t - r.len()));
     }
-    let x = Tensor::from_vec(flat, (2, t), &Device::Cpu).unwrap();
-    let pos = Positions::right_padded(&[t, 5], t, &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(flat, (rows.len(), t), &Device::Cpu).unwrap();
+    let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+    let pos = Positions::right_padded(&lens, t, &Device::Cpu).unwrap();
     let logp = candle_nn::ops::log_softmax(&dec.forward(&x, &pos, None).unwrap(), 2).unwrap();
     let mut total = Tensor::zeros((), DType::F32, &Device::Cpu).unwrap();
     for (b, r) in rows.iter().enumerate() {
         for i in 0..r.len() - 1 {
-            let lp = logp.get(b).unwrap().get(i).unwrap().get(r[i + 1] as usize).unwrap();
+            let lp = logp
+                .get(b)
+                .unwrap()
+                .get(i)
+                .unwrap()
+                .get(r[i + 1] as usize)
+                .unwrap();
             total = (total - lp).unwrap();
         }
     }
     total
 }
 
-fn step(m: &LoadedModel, t: &Trainable, opt: &mut llmrl::optim::AdamW) -> GradStore {
+fn step(m: &LoadedModel, opt: &mut llmrl::optim::AdamW) -> GradStore {
     let dec = Decoder::new(&m.config, &m.params, Mode::Train).unwrap();
     let g = loss(&dec).backward().unwrap();
     opt.step(&g, 1e-2).unwrap();
-    let _ = t;
     g
 }
 
@@ -176,19 +198,27 @@ fn only_adapter_tensors_train_and_every_one_gets_a_gradient_after_one_step() {
     .unwrap();
     assert_eq!(opt.params().len(), 2 * 7 * m.config.num_hidden_layers);
     // Step 0: B = 0, so A's gradient is exactly zero and B's is not.
-    let g0 = step(&m, &t, &mut opt);
+    let g0 = step(&m, &mut opt);
     let cov = gradient_coverage(&m.params.named_vars(), &t, &g0).unwrap();
-    assert!(cov.problems.iter().all(|p| p.contains("lora_A")), "{:?}", cov.problems);
+    assert!(
+        cov.problems.iter().all(|p| p.contains("lora_A")),
+        "{:?}",
+        cov.problems
+    );
     assert_eq!(cov.problems.len(), 7 * m.config.num_hidden_layers);
     // Frozen weights get no gradient at all (they are not even computed).
-    assert!(m.params.named_vars().iter().all(|(n, v)| lora::is_adapter(n) || g0.get(v).is_none()));
+    assert!(m
+        .params
+        .named_vars()
+        .iter()
+        .all(|(n, v)| lora::is_adapter(n) || g0.get(v).is_none()));
     // After one step every adapter tensor has a finite nonzero gradient.
     let dec = Decoder::new(&m.config, &m.params, Mode::Train).unwrap();
     let g1 = loss(&dec).backward().unwrap();
     let cov = gradient_coverage(&m.params.named_vars(), &t, &g1).unwrap();
     assert_eq!(cov.checked, 2 * 7 * m.config.num_hidden_layers);
     assert!(cov.problems.is_empty(), "no gradient: {:?}", cov.problems);
-    step(&m, &t, &mut opt);
+    step(&m, &mut opt);
     for (n, v) in m.params.named_vars() {
         let now: Vec<f32> = v.flatten_all().unwrap().to_vec1().unwrap();
         if lora::is_adapter(&n) {
@@ -239,11 +269,23 @@ fn recomputation_gives_the_same_loss_and_gradients() {
                         b.flatten_all().unwrap().to_vec1().unwrap(),
                     );
                     let scale = a.iter().map(|x| x.abs()).fold(1e-12, f32::max);
-                    let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-                    assert!(d <= 1e-6 * scale, "{fam} {n}: gradients differ by {d} (max {scale})");
+                    let d = a
+                        .iter()
+                        .zip(&b)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0.0, f32::max);
+                    // Not bit-exact: the gradient entering a recomputed layer is summed before
+                    // the layer's backward, not term by term inside one graph (float order).
+                    assert!(
+                        d <= 1e-5 * scale,
+                        "{fam} {n}: gradients differ by {d} (max {scale})"
+                    );
                     checked += 1;
                 }
-                (a, b) => panic!("{fam} {n}: gradient only {}", if a.is_some() { "without" } else { "with" }),
+                (a, _) => panic!(
+                    "{fam} {n}: gradient only {}",
+                    if a.is_some() { "without" } else { "with" }
+                ),
             }
         }
         assert!(checked > 0);
@@ -278,8 +320,15 @@ fn peft_loads_our_adapter_with_the_same_logits() {
         lora::save_adapter(&dir.join("adapter"), &m.params, "tests/fixtures/tiny_llama").unwrap();
     }
     let ours = tensors(&tmp.path().join(lora::ADAPTER_WEIGHTS));
-    assert_eq!(ours, tensors(&dir.join("adapter").join(lora::ADAPTER_WEIGHTS)));
-    assert!(ours[0].0.starts_with("base_model.model.model.layers.0."), "{}", ours[0].0);
+    assert_eq!(
+        ours,
+        tensors(&dir.join("adapter").join(lora::ADAPTER_WEIGHTS))
+    );
+    assert!(
+        ours[0].0.starts_with("base_model.model.model.layers.0."),
+        "{}",
+        ours[0].0
+    );
 
     let golden: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("peft_golden.json")).unwrap())
@@ -303,15 +352,35 @@ fn a_wrong_adapter_is_refused_with_the_tensor_named() {
     let dir = tempfile::tempdir().unwrap();
     let m = peft_fixture_model();
     lora::save_adapter(dir.path(), &m.params, "x").unwrap();
-    // Another base: shapes differ.
-    let e = lora::load_adapter(dir.path(), &mut load_fixture("tiny_qwen2"), None)
+    // A file that lacks tensors its config implies.
+    let partial = adapted("tiny_llama", &all_targets(4, 8.0), 1).0;
+    let small = {
+        let mut m = load_fixture("tiny_llama");
+        let cfg = LoraConfig {
+            target_modules: vec!["q_proj".into()],
+            ..all_targets(4, 8.0)
+        };
+        lora::attach(&mut m, &cfg, 0, None).unwrap();
+        m
+    };
+    let bad = dir.path().join("bad");
+    lora::save_adapter(&bad, &small.params, "x").unwrap();
+    std::fs::copy(
+        dir.path().join(lora::ADAPTER_CONFIG),
+        bad.join(lora::ADAPTER_CONFIG),
+    )
+    .unwrap();
+    let e = lora::load_adapter(&bad, &mut load_fixture("tiny_llama"), None)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("shape") || e.contains("missing"), "{e}");
+    assert!(e.contains("missing") && e.contains("lora_A.weight"), "{e}");
+    drop(partial);
     // A config the file does not match.
     let mut other = load_fixture("tiny_llama");
     lora::attach(&mut other, &all_targets(2, 8.0), 0, None).unwrap();
-    let e = lora::load_weights(dir.path(), &other.params).unwrap_err().to_string();
+    let e = lora::load_weights(dir.path(), &other.params)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("hint"), "{e}");
 }
 
@@ -344,7 +413,13 @@ fn added_token_rows_are_saved_as_modules_to_save() {
     llmrl::model::add_tokens(&mut again, &["<a_1>", "<b_2>"]).unwrap();
     lora::load_adapter(dir.path(), &mut again, None).unwrap();
     let emb = |m: &LoadedModel| -> Vec<f32> {
-        m.params.var("model.embed_tokens.weight").unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        m.params
+            .var("model.embed_tokens.weight")
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     };
     assert_ne!(emb(&again), emb(&load_fixture("tiny_llama")));
     lora::save_adapter(&dir.path().join("b"), &again.params, "base").unwrap();
@@ -360,14 +435,18 @@ fn repo(p: &str) -> PathBuf {
 fn plan(sets: &[&str]) -> Plan {
     let path = repo("recipes/smoke.toml");
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    recipe::load_recipe(&path, &sets).unwrap().resolve(&path).unwrap()
+    recipe::load_recipe(&path, &sets)
+        .unwrap()
+        .resolve(&path)
+        .unwrap()
 }
 
 /// A LoRA run stopped after 2 steps and resumed reproduces the 4-step run exactly; its
 /// checkpoints hold only the adapter, and with `gradient_checkpointing` the run is the same.
 #[test]
 fn a_lora_run_resumes_exactly_from_an_adapter_only_checkpoint() {
-    let lora = "model.lora={ r = 4, alpha = 8, target_modules = [\"q_proj\", \"v_proj\", \"down_proj\"] }";
+    let lora =
+        "model.lora={ r = 4, alpha = 8, target_modules = [\"q_proj\", \"v_proj\", \"down_proj\"] }";
     let d = tempfile::tempdir().unwrap();
     let quiet = llmrl::progress::Silent;
     let full = RunDir::create(&d.path().join("full")).unwrap();
@@ -390,15 +469,25 @@ fn a_lora_run_resumes_exactly_from_an_adapter_only_checkpoint() {
         &cut.path("metrics.jsonl")
     )
     .unwrap());
-    let w = |r: &RunDir| tensors(&r.path("checkpoints/step_000004/adapter/adapter_model.safetensors"));
+    let w =
+        |r: &RunDir| tensors(&r.path("checkpoints/step_000004/adapter/adapter_model.safetensors"));
     assert_eq!(w(&full), w(&cut), "adapters differ after resume");
 
     let rc = RunDir::create(&d.path().join("recompute")).unwrap();
-    let pr = plan(&[lora, "train.max_steps=4", "algorithm.beta=0.05", "train.gradient_checkpointing=true"]);
+    let pr = plan(&[
+        lora,
+        "train.max_steps=4",
+        "algorithm.beta=0.05",
+        "train.gradient_checkpointing=true",
+    ]);
     llmrl::train::train(&pr, &rc, false, &quiet).unwrap();
     let (a, b) = (w(&full), w(&rc));
     for ((n, x), (_, y)) in a.iter().zip(&b) {
-        let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+        let d = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
         assert!(d <= 1e-5, "{n}: recomputation changed the run by {d}");
     }
 }

@@ -184,7 +184,7 @@ fn shared_layer(layer: &Layer, cfg: &ModelConfig, x: &Tensor, c: &Shared) -> Res
     let k_s = ops::rope(&suf(&k)?, cos_s, sin_s)?; // (B, nkv, T, D)
     let v_s = suf(&v)?.contiguous()?; // (B, nkv, T, D)
     let att_p = ops::attention(&q_p.contiguous()?, &k_p, &v_p, pre_mask, scale)?; // (U, nh, P, D)
-    // Each suffix row gets its prefix's keys/values (the backward sums them back).
+                                                                                  // Each suffix row gets its prefix's keys/values (the backward sums them back).
     let k_s = Tensor::cat(&[k_p.index_select(owner, 0)?, k_s], 2)?; // (B, nkv, P+T, D)
     let v_s = Tensor::cat(&[v_p.index_select(owner, 0)?, v_s], 2)?; // (B, nkv, P+T, D)
     let att_s = ops::attention(&q_s.contiguous()?, &k_s, &v_s, suf_mask, scale)?; // (B, nh, T, D)
