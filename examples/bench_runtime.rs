@@ -80,6 +80,16 @@ struct Args {
     /// `cpu` (f32) or `cuda:N` (bf16; needs a `--features cuda` build).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// `train`: recompute each layer's activations in the backward (`train.gradient_checkpointing`).
+    #[arg(long)]
+    gradient_checkpointing: bool,
+    /// `train`: attach a LoRA adapter of this rank on every projection (alpha = 2r); only the
+    /// adapter then tracks gradients.
+    #[arg(long)]
+    lora_r: Option<usize>,
+    /// `generate` with `--lora-r`: run the adapter unmerged (default: merged, as rollouts do).
+    #[arg(long)]
+    unmerged: bool,
 }
 
 /// A `VmXxx:  N kB` field of /proc/self/status in MiB (0 where unavailable, e.g. not Linux).
@@ -102,7 +112,16 @@ fn main() -> Result<()> {
     let (device, dtype) = llmrl::model::device::parse_device(&a.device)?;
     let src = ModelSource::parse(&a.model)?;
     let t_load = Instant::now();
-    let m = model::load(&src, &device, dtype)?;
+    let mut m = model::load(&src, &device, dtype)?;
+    if let Some(r) = a.lora_r {
+        let cfg = llmrl::model::lora::LoraConfig {
+            r,
+            alpha: 2.0 * r as f64,
+            target_modules: llmrl::model::lora::TARGETS.map(String::from).to_vec(),
+            ..Default::default()
+        };
+        llmrl::model::lora::attach(&mut m, &cfg, 0, None)?;
+    }
     let load_s = t_load.elapsed().as_secs_f64();
     let rss_after_load_mb = status_mb("VmRSS:");
     let load_peak_rss_mb = status_mb("VmHWM:");
@@ -140,7 +159,15 @@ fn bench_generate(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<s
     let prompts = vec![ids.clone(); a.batch];
     let seeds = vec![vec![0u64]; a.batch];
     let times = Arc::new(PhaseTimes::default());
-    let mut dec = Decoder::new(&m.config, &m.params, Mode::Infer)?;
+    let opts = llmrl::model::decoder::BuildOptions {
+        adapters: if a.unmerged {
+            llmrl::model::decoder::AdapterUse::Unmerged
+        } else {
+            llmrl::model::decoder::AdapterUse::Auto
+        },
+        ..Default::default()
+    };
+    let mut dec = Decoder::build(&m.config, &m.params, Mode::Infer, &opts)?;
     if a.profile {
         dec = dec.with_profile(times.clone());
     }
@@ -335,7 +362,16 @@ fn bench_train(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<serd
     let x = Tensor::from_vec(inputs, (b, t), device)?; // (B, T)
     let tgt = Tensor::from_vec(targets, b * t, device)?; // (B*T,)
     let pos = Positions::right_padded(&vec![t; b], t, device)?;
-    let dec = Decoder::new(&m.config, &m.params, Mode::Train)?;
+    let recompute = a.gradient_checkpointing.then(|| {
+        llmrl::model::recompute::Recompute::new(
+            m.params.named_vars().into_iter().map(|(_, v)| v).collect(),
+        )
+    });
+    let opts = llmrl::model::decoder::BuildOptions {
+        recompute: recompute.clone(),
+        ..Default::default()
+    };
+    let dec = Decoder::build(&m.config, &m.params, Mode::Train, &opts)?;
     let num_vars = m.params.named_vars().len();
 
     // One step: (fwd seconds, bwd seconds, loss, parameters with a gradient).
@@ -351,7 +387,10 @@ fn bench_train(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<serd
         let loss_v = loss.to_scalar::<f32>()?;
         let fwd = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let grads = loss.backward()?;
+        let mut grads = loss.backward()?;
+        if let Some(rc) = &recompute {
+            grads.extend(rc.take()?)?;
+        }
         device.synchronize()?; // GPU kernels run asynchronously
         let bwd = t1.elapsed().as_secs_f64();
         let with_grad = m
@@ -374,6 +413,8 @@ fn bench_train(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<serd
     }
     Ok(serde_json::json!({
         "mode": "train",
+        "gradient_checkpointing": a.gradient_checkpointing,
+        "lora_r": a.lora_r,
         "batch": b,
         "seq_len": t,
         "loss": loss,

@@ -39,6 +39,9 @@ pub enum Command {
     Score(ScoreArgs),
     /// Draw the metrics curves of one or several runs side by side (PNG/SVG + summary.md).
     Report(ReportArgs),
+    /// Write a run's model for other tools: a LoRA adapter (PEFT files) or, with --merge, the
+    /// full model as an HF directory.
+    Export(export_cli::ExportArgs),
     /// Recommendation: sequential data, classic baselines.
     #[command(subcommand)]
     Rec(RecCommand),
@@ -207,6 +210,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => cmd_eval(a),
         Command::Score(a) => cmd_score(a),
         Command::Rec(c) => rec_cli::run(c),
+        Command::Export(a) => export_cli::run(a),
         Command::Report(a) => {
             let files = crate::report::report(
                 &a.runs,
@@ -416,23 +420,9 @@ fn free_run_dir(name: &str) -> PathBuf {
         .expect("an unused name")
 }
 
-/// A run directory means its latest checkpoint's model.
-fn model_source_or_run(s: &str) -> Result<ModelSource> {
-    let p = Path::new(s);
-    if p.join("recipe.resolved.toml").is_file() {
-        let run = RunDir::open(p)?;
-        let (_, dir) = run
-            .latest_checkpoint()?
-            .with_context(|| format!("run {s} has no checkpoint yet"))?;
-        return Ok(ModelSource::Dir(dir.join("model")));
-    }
-    ModelSource::parse(s)
-}
-
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let recipe = recipe::load_recipe(&a.recipe, &a.set)?;
     let plan = recipe.resolve(&a.recipe)?;
-    let src = model_source_or_run(&a.model)?;
     let r = &plan.recipe;
     let examples = plan.eval_problems(a.max_problems.unwrap_or(r.eval.max_problems));
     let n = a.n.unwrap_or(r.eval.num_samples);
@@ -450,7 +440,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     }
     let verifier = crate::reward::build(&r.verifier)?;
     let (device, dtype) = parse_device(&a.device.device)?;
-    let m = model::load(&src, &device, dtype)?;
+    let m = export_cli::load_model_or_run(&a.model, &device, dtype)?;
     let dec = Decoder::new(&m.config, &m.params, Mode::Infer)?;
     let prompter = Prompter {
         template: &plan.prompt,
@@ -473,7 +463,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     )?;
     std::fs::create_dir_all(&a.out)?;
     let mut summary = serde_json::to_value(&out.summary)?;
-    summary["model"] = src.to_string().into();
+    summary["model"] = a.model.clone().into();
     summary["recipe"] = a.recipe.display().to_string().into();
     summary["n"] = n.into();
     summary["temperature"] = sampling.temperature.into();
@@ -575,6 +565,7 @@ fn judge_table(path: &Path) -> Result<Option<crate::reward::JudgeConfig>> {
 }
 
 // `llmrl rec ...` lives in cli/rec_cli.rs.
+mod export_cli;
 mod rec_cli;
 mod rec_gen;
 // The reporter the CLI gives everything below it: bars on a terminal, plain lines otherwise.

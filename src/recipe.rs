@@ -63,6 +63,8 @@ pub struct ModelSection {
     /// Train only the added tokens' embedding (and LM-head) rows.
     #[serde(default)]
     pub train_only_new_tokens: bool,
+    /// Train a LoRA adapter instead of the whole model (`model::lora`; PEFT's names).
+    pub lora: Option<crate::model::lora::LoraConfig>,
 }
 
 impl ModelSection {
@@ -169,6 +171,9 @@ pub struct TrainSection {
     /// a clipped surrogate without KL). The update is the same either way (up to float
     /// summation order); off only to measure the full cost.
     pub skip_zero_advantage: bool,
+    /// Recompute each layer's activations in the backward instead of keeping them (TRL's
+    /// name): less memory, one more forward per layer.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainSection {
@@ -184,6 +189,7 @@ impl Default for TrainSection {
             mask_truncated_completions: false,
             max_grad_norm: 1.0,
             skip_zero_advantage: true,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -373,6 +379,8 @@ pub struct UpdatePlan {
     pub logprob_temperature: f64,
     /// Mini- and micro-batches hold whole groups (the algorithm's loss couples them).
     pub keep_groups_whole: bool,
+    /// `[train] gradient_checkpointing`.
+    pub gradient_checkpointing: bool,
 }
 
 impl Plan {
@@ -466,6 +474,9 @@ impl Recipe {
         });
         let model_source = resolve_model(&self.model.source, &base_dir)?;
         let vocab = self.model.vocab().resolve(&base_dir).context("[model]")?;
+        if let Some(l) = &self.model.lora {
+            l.validate().context("[model] lora")?;
+        }
         let g = &self.generation;
         let sampling = g.sampling();
         sampling.validate().context("[generation]")?;
@@ -581,6 +592,7 @@ impl Recipe {
                 1.0
             },
             keep_groups_whole: algo.keeps_groups_whole(),
+            gradient_checkpointing: t.gradient_checkpointing,
         };
         if let Some(e) = self.train.epochs {
             ensure!(

@@ -7,16 +7,24 @@
 //! logits) for every position, uses only ops with a backward (`ops.rs`), takes per-row positions and
 //! an attention mask so padded batches are exact, and keeps the KV cache outside the model.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
-use super::ops;
+use super::lora::Adapter;
+use super::ops::{self, grad_hook};
 use super::params::Params;
+use super::profile::timed;
+use super::recompute::Recompute;
+
+mod build;
+mod shared;
+pub use super::profile::{Phase, PhaseTimes};
+pub use build::{AdapterUse, BuildOptions, INFER_ADAPTERS};
+pub use shared::SharedPrefixBatch;
 
 /// Whether the forward may record an autograd graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,83 +35,11 @@ pub enum Mode {
     Infer,
 }
 
-/// What a profiled forward's wall time is split into (see [`PhaseTimes`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Whole decode-step forwards (one new slot per row), embedding to final norm.
-    DecodeForward,
-    /// The layers' projections (q, k, v, o, gate, up, down) within decode steps.
-    Matmul,
-    /// Attention within decode steps.
-    Attention,
-    /// KV cache appends within decode steps.
-    Cache,
-    /// Whole forwards of several slots per row (prefill; not split further).
-    Prefill,
-    /// The LM head (every `logits` call).
-    LmHead,
-}
-
-impl Phase {
-    pub const ALL: [Phase; 6] = [
-        Phase::DecodeForward,
-        Phase::Matmul,
-        Phase::Attention,
-        Phase::Cache,
-        Phase::Prefill,
-        Phase::LmHead,
-    ];
-}
-
-/// Accumulated wall time per [`Phase`] and the number of decode steps, for benchmarks. A decoder
-/// reads no clock unless built with [`Decoder::with_profile`]; CPU ops are synchronous, so the
-/// times are the ops' (on CUDA they would be launch times).
-#[derive(Debug, Default)]
-pub struct PhaseTimes {
-    nanos: [AtomicU64; 6],
-    decode_steps: AtomicU64,
-}
-
-impl PhaseTimes {
-    /// Seconds spent in `phase` so far.
-    pub fn seconds(&self, phase: Phase) -> f64 {
-        self.nanos[phase as usize].load(Ordering::Relaxed) as f64 * 1e-9
-    }
-
-    pub fn decode_steps(&self) -> u64 {
-        self.decode_steps.load(Ordering::Relaxed)
-    }
-
-    pub fn reset(&self) {
-        for n in &self.nanos {
-            n.store(0, Ordering::Relaxed);
-        }
-        self.decode_steps.store(0, Ordering::Relaxed);
-    }
-
-    fn add(&self, phase: Phase, since: Instant) {
-        let ns = since.elapsed().as_nanos() as u64;
-        self.nanos[phase as usize].fetch_add(ns, Ordering::Relaxed);
-    }
-}
-
-/// Runs `f`, adding its wall time to `phase` when profiling.
-#[inline(always)]
-fn timed<R>(prof: Option<&PhaseTimes>, phase: Phase, f: impl FnOnce() -> R) -> R {
-    match prof {
-        None => f(),
-        Some(p) => {
-            let t0 = Instant::now();
-            let r = f();
-            p.add(phase, t0);
-            r
-        }
-    }
-}
-
+#[derive(Clone)]
 struct Linear {
     w: Tensor,         // (out, in)
     b: Option<Tensor>, // (out,)
+    lora: Option<Adapter>,
 }
 
 impl Linear {
@@ -113,15 +49,34 @@ impl Linear {
 
     fn forward_untimed(&self, x: &Tensor) -> Result<Tensor> {
         // x: (N, in) → (N, out). 2-D matmuls: broadcast_matmul costs more here (feasibility.md);
-        // a few untracked rows (decode) take the kernel that streams w once for all of them.
-        let y = ops::linear(x, &self.w)?;
-        match &self.b {
-            Some(b) => y.broadcast_add(b),
+        // a few untracked rows (decode) take the kernel that streams w once for all of them; a
+        // weight that tracks no gradient (a LoRA base) gets none computed.
+        let y = grad_hook::frozen_linear(x, &self.w)?;
+        let y = match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        match &self.lora {
+            Some(a) => y + a.forward(x)?,
             None => Ok(y),
+        }
+    }
+
+    fn detached(&self) -> Self {
+        let lora = self.lora.as_ref().map(|a| Adapter {
+            a: a.a.detach(),
+            b: a.b.detach(),
+            ..a.clone()
+        });
+        Self {
+            w: self.w.detach(),
+            b: self.b.as_ref().map(Tensor::detach),
+            lora,
         }
     }
 }
 
+#[derive(Clone)]
 struct Layer {
     input_layernorm: Tensor,
     q_proj: Linear,
@@ -137,6 +92,24 @@ struct Layer {
 }
 
 impl Layer {
+    /// The same layer on detached views of its weights (a forward that records no graph).
+    fn detached(&self) -> Self {
+        let d = |t: &Option<Tensor>| t.as_ref().map(Tensor::detach);
+        Self {
+            input_layernorm: self.input_layernorm.detach(),
+            q_proj: self.q_proj.detached(),
+            k_proj: self.k_proj.detached(),
+            v_proj: self.v_proj.detached(),
+            o_proj: self.o_proj.detached(),
+            q_norm: d(&self.q_norm),
+            k_norm: d(&self.k_norm),
+            post_attention_layernorm: self.post_attention_layernorm.detach(),
+            gate_proj: self.gate_proj.detached(),
+            up_proj: self.up_proj.detached(),
+            down_proj: self.down_proj.detached(),
+        }
+    }
+
     /// Normalized q, k, v of the residual rows x (N, H): (N, nh, D), (N, nkv, D), (N, nkv, D),
     /// with Qwen3's per-head q/k norm; rotary is applied by the caller, which knows the positions.
     fn qkv(
@@ -184,51 +157,6 @@ impl Layer {
     }
 }
 
-/// Sequences that continue shared prefixes — a GRPO group's samples all continue the same prompt.
-/// Each distinct prefix runs through the model once and every suffix attends to its prefix's
-/// keys and values, so a group of n costs one prompt instead of n (forward and backward: the
-/// gradients of the n suffixes meet in the shared keys/values).
-pub struct SharedPrefixBatch {
-    /// (U, P) u32: the distinct prefixes, right-padded.
-    pub prefix_ids: Tensor,
-    pub prefix_lens: Vec<usize>,
-    /// (B, T) u32: the suffixes, right-padded.
-    pub suffix_ids: Tensor,
-    pub suffix_lens: Vec<usize>,
-    /// The prefix row each suffix row continues (B entries, each < U).
-    pub owner: Vec<usize>,
-}
-
-impl SharedPrefixBatch {
-    /// Pads `prefixes` and `suffixes` (with `owner[b]` the prefix of suffix b) into a batch.
-    pub fn new(
-        prefixes: &[&[u32]],
-        suffixes: &[&[u32]],
-        owner: Vec<usize>,
-        device: &Device,
-    ) -> Result<Self> {
-        fn pad(rows: &[&[u32]], device: &Device) -> Result<(Tensor, Vec<usize>)> {
-            let t = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-            let mut ids = Vec::with_capacity(rows.len() * t);
-            for r in rows {
-                ids.extend_from_slice(r);
-                ids.extend(std::iter::repeat_n(0u32, t - r.len()));
-            }
-            let lens = rows.iter().map(|r| r.len()).collect();
-            Ok((Tensor::from_vec(ids, (rows.len(), t), device)?, lens))
-        }
-        let (prefix_ids, prefix_lens) = pad(prefixes, device)?;
-        let (suffix_ids, suffix_lens) = pad(suffixes, device)?;
-        Ok(Self {
-            prefix_ids,
-            prefix_lens,
-            suffix_ids,
-            suffix_lens,
-            owner,
-        })
-    }
-}
-
 pub struct Decoder {
     cfg: ModelConfig,
     embed_tokens: Tensor, // (V, H)
@@ -237,6 +165,7 @@ pub struct Decoder {
     lm_head: Tensor,  // (V, H); the embedding itself when tied
     inv_freq: Tensor, // (1, 1, D/2)
     profile: Option<Arc<PhaseTimes>>,
+    recompute: Option<Recompute>,
 }
 
 /// Per-row positions and the additive attention mask for one forward call.
@@ -303,84 +232,58 @@ impl Positions {
     }
 }
 
+/// The per-call inputs of a plain (unshared) forward's attention.
+#[derive(Clone)]
+struct Attend {
+    b: usize,
+    t: usize,
+    cos: Tensor,  // (B, T, D/2)
+    sin: Tensor,  // (B, T, D/2)
+    mask: Tensor, // (B, 1, T, S)
+    scale: f64,
+}
+
+/// One layer of a plain forward on the residual rows x (B*T, H), appending to layer `li` of a
+/// cache when given one.
+fn plain_layer(
+    layer: &Layer,
+    cfg: &ModelConfig,
+    x: &Tensor,
+    c: &Attend,
+    cache: Option<(&mut KvCache, usize)>,
+    prof: Option<&PhaseTimes>,
+) -> Result<Tensor> {
+    let (b, t) = (c.b, c.t);
+    let (nh, nkv, hd) = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+    );
+    let (q, k, v) = layer.qkv(x, cfg, prof)?; // (B*T, nh, D), (B*T, nkv, D) ×2
+    let q = ops::rope(&q.reshape((b, t, nh, hd))?.transpose(1, 2)?, &c.cos, &c.sin)?; // (B, nh, T, D)
+    let k = ops::rope(
+        &k.reshape((b, t, nkv, hd))?.transpose(1, 2)?,
+        &c.cos,
+        &c.sin,
+    )?; // (B, nkv, T, D)
+    let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?; // (B, nkv, T, D)
+    let (k, v) = match cache {
+        Some((cache, li)) => timed(prof, Phase::Cache, || cache.append(li, &k, &v))?, // (B, nkv, S, D)
+        None => (k, v),
+    };
+    let q = q.contiguous()?;
+    let att = timed(prof, Phase::Attention, || {
+        ops::attention(&q, &k, &v, &c.mask, c.scale)
+    })?; // (B, nh, T, D)
+    let att = att.transpose(1, 2)?.reshape((b * t, nh * hd))?; // (B*T, nh*D)
+    layer.finish(x, &att, cfg, prof)
+}
+
 impl Decoder {
+    /// The decoder of `params` in `mode`, with its adapter (if any) as suits the mode: unmerged
+    /// in training, [`build::INFER_ADAPTERS`] otherwise. See [`Decoder::build`].
     pub fn new(cfg: &ModelConfig, params: &Params, mode: Mode) -> anyhow::Result<Self> {
-        let compute = params.compute_dtype();
-        let get = |name: &str| -> anyhow::Result<Tensor> {
-            let t = params.var(name)?.as_tensor();
-            let t = match mode {
-                Mode::Train => t.clone(),
-                Mode::Infer => t.detach(),
-            };
-            // Mixed precision: the f32 master weights are cast for compute; in training the cast
-            // is part of the graph, so gradients reach the f32 variables in f32.
-            Ok(if t.dtype() == compute {
-                t
-            } else {
-                t.to_dtype(compute)?
-            })
-        };
-        let opt = |name: &str| -> anyhow::Result<Option<Tensor>> {
-            if params.contains(name) {
-                get(name).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let linear = |p: &str, bias: bool| -> anyhow::Result<Linear> {
-            Ok(Linear {
-                w: get(&format!("{p}.weight"))?,
-                b: if bias {
-                    Some(get(&format!("{p}.bias"))?)
-                } else {
-                    opt(&format!("{p}.bias"))?
-                },
-            })
-        };
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let qkv_bias = cfg.attention_bias;
-            layers.push(Layer {
-                input_layernorm: get(&format!("{p}.input_layernorm.weight"))?,
-                q_proj: linear(&format!("{p}.self_attn.q_proj"), qkv_bias)?,
-                k_proj: linear(&format!("{p}.self_attn.k_proj"), qkv_bias)?,
-                v_proj: linear(&format!("{p}.self_attn.v_proj"), qkv_bias)?,
-                o_proj: linear(&format!("{p}.self_attn.o_proj"), false)?,
-                q_norm: if cfg.qk_norm {
-                    Some(get(&format!("{p}.self_attn.q_norm.weight"))?)
-                } else {
-                    None
-                },
-                k_norm: if cfg.qk_norm {
-                    Some(get(&format!("{p}.self_attn.k_norm.weight"))?)
-                } else {
-                    None
-                },
-                post_attention_layernorm: get(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate_proj: linear(&format!("{p}.mlp.gate_proj"), false)?,
-                up_proj: linear(&format!("{p}.mlp.up_proj"), false)?,
-                down_proj: linear(&format!("{p}.mlp.down_proj"), false)?,
-            });
-        }
-        let embed_tokens = get("model.embed_tokens.weight")?;
-        let lm_head = if cfg.tie_word_embeddings {
-            embed_tokens.clone()
-        } else {
-            get("lm_head.weight")?
-        };
-        let inv_freq = cfg.rope_inv_freq();
-        let n = inv_freq.len();
-        let inv_freq = Tensor::from_vec(inv_freq, (1, 1, n), &params.device())?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            embed_tokens,
-            layers,
-            norm: get("model.norm.weight")?,
-            lm_head,
-            inv_freq,
-            profile: None,
-        })
+        Self::build(cfg, params, mode, &BuildOptions::default())
     }
 
     /// The same decoder, adding the wall time of its phases to `times` (benchmarks).
@@ -431,126 +334,48 @@ impl Decoder {
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let cfg = &self.cfg;
-        let (nh, nkv, hd) = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            cfg.head_dim,
-        );
+        let hd = cfg.head_dim;
         let dtype = self.embed_tokens.dtype();
         let (cos, sin) = self.rope_tables(&pos.ids)?; // (B, T, D/2) each
         let mask = pos.mask.to_dtype(dtype)?;
         let scale = 1.0 / (hd as f64).sqrt();
 
+        let ctx = Attend {
+            b,
+            t,
+            cos,
+            sin,
+            mask,
+            scale,
+        };
         let mut x = self.embed_tokens.embedding(&ids.flatten_all()?)?; // (B*T, H)
         for (li, layer) in self.layers.iter().enumerate() {
-            let (q, k, v) = layer.qkv(&x, cfg, prof)?; // (B*T, nh, D), (B*T, nkv, D) ×2
-            let q = ops::rope(&q.reshape((b, t, nh, hd))?.transpose(1, 2)?, &cos, &sin)?; // (B, nh, T, D)
-            let k = ops::rope(&k.reshape((b, t, nkv, hd))?.transpose(1, 2)?, &cos, &sin)?; // (B, nkv, T, D)
-            let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?; // (B, nkv, T, D)
-            let (k, v) = match cache.as_deref_mut() {
-                Some(c) => timed(prof, Phase::Cache, || c.append(li, &k, &v))?, // (B, nkv, S, D)
-                None => (k, v),
+            x = match (&self.recompute, cache.is_none()) {
+                (Some(rc), true) => {
+                    let (full, bare, cfg, ctx) =
+                        (layer.clone(), layer.detached(), cfg.clone(), ctx.clone());
+                    rc.layer(
+                        &x,
+                        Arc::new(move |x, graph| {
+                            let l = if graph { &full } else { &bare };
+                            plain_layer(l, &cfg, x, &ctx, None, None)
+                        }),
+                    )?
+                }
+                _ => plain_layer(
+                    layer,
+                    cfg,
+                    &x,
+                    &ctx,
+                    cache.as_deref_mut().map(|c| (c, li)),
+                    prof,
+                )?,
             };
-            let q = q.contiguous()?;
-            let att = timed(prof, Phase::Attention, || {
-                ops::attention(&q, &k, &v, &mask, scale)
-            })?; // (B, nh, T, D)
-            let att = att.transpose(1, 2)?.reshape((b * t, nh * hd))?; // (B*T, nh*D)
-            x = layer.finish(&x, &att, cfg, prof)?;
         }
         if let Some(c) = cache {
             c.advance(t);
         }
         ops::rms_norm(&x, &self.norm, cfg.rms_norm_eps)?.reshape((b, t, cfg.hidden_size))
-    }
-
-    /// Final hidden states (B, T, H) of the suffixes of a [`SharedPrefixBatch`]: the same values
-    /// as running each prefix+suffix row through [`Self::forward_hidden`], at the cost of one
-    /// prefix per distinct prefix. Training only (no cache).
-    pub fn forward_hidden_shared(&self, batch: &SharedPrefixBatch) -> Result<Tensor> {
-        let (u, p) = batch.prefix_ids.dims2()?;
-        let (b, t) = batch.suffix_ids.dims2()?;
-        let device = batch.suffix_ids.device();
-        if u * p == 0 {
-            let pos = Positions::right_padded(&batch.suffix_lens, t, device)?;
-            return self.forward_hidden(&batch.suffix_ids, &pos, None);
-        }
-        let cfg = &self.cfg;
-        let (nh, hd) = (cfg.num_attention_heads, cfg.head_dim);
-        let dtype = self.embed_tokens.dtype();
-        let scale = 1.0 / (hd as f64).sqrt();
-        // Prefixes: plain causal rows. Suffixes: positions continue their prefix; query i sees
-        // the prefix's real slots, then suffix slots j ≤ i.
-        let pre = Positions::right_padded(&batch.prefix_lens, p, device)?;
-        let (mut pos, mut mask) = (Vec::with_capacity(b * t), vec![MASKED; b * t * (p + t)]);
-        for (r, &o) in batch.owner.iter().enumerate() {
-            let plen = batch.prefix_lens[o];
-            for i in 0..t {
-                pos.push((plen + i.min(batch.suffix_lens[r])) as u32);
-                let row = &mut mask[(r * t + i) * (p + t)..(r * t + i + 1) * (p + t)];
-                row[..plen].fill(0.0);
-                row[p..p + (i + 1).min(batch.suffix_lens[r])].fill(0.0);
-            }
-        }
-        let suf_ids = Tensor::from_vec(pos, (b, t), device)?;
-        let suf_mask = Tensor::from_vec(mask, (b, 1, t, p + t), device)?.to_dtype(dtype)?;
-        let pre_mask = pre.mask.to_dtype(dtype)?;
-        let (cos_p, sin_p) = self.rope_tables(&pre.ids)?; // (U, P, D/2)
-        let (cos_s, sin_s) = self.rope_tables(&suf_ids)?; // (B, T, D/2)
-        let owner = Tensor::from_vec(
-            batch.owner.iter().map(|&o| o as u32).collect::<Vec<_>>(),
-            b,
-            device,
-        )?;
-
-        // Both streams share every matmul as one (U*P + B*T)-row batch; only attention splits.
-        let (np, ns) = (u * p, b * t);
-        let ids = Tensor::cat(
-            &[
-                batch.prefix_ids.flatten_all()?,
-                batch.suffix_ids.flatten_all()?,
-            ],
-            0,
-        )?;
-        let mut x = self.embed_tokens.embedding(&ids)?; // (U*P + B*T, H)
-        for layer in &self.layers {
-            let (q, k, v) = layer.qkv(&x, cfg, None)?;
-            // (N, heads, D) rows → (U, heads, P, D) prefixes and (B, heads, T, D) suffixes.
-            let pre = |x: &Tensor| {
-                x.narrow(0, 0, np)?
-                    .reshape((u, p, x.dim(1)?, hd))?
-                    .transpose(1, 2)
-            };
-            let suf = |x: &Tensor| {
-                x.narrow(0, np, ns)?
-                    .reshape((b, t, x.dim(1)?, hd))?
-                    .transpose(1, 2)
-            };
-            let q_p = ops::rope(&pre(&q)?, &cos_p, &sin_p)?; // (U, nh, P, D)
-            let k_p = ops::rope(&pre(&k)?, &cos_p, &sin_p)?; // (U, nkv, P, D)
-            let v_p = pre(&v)?.contiguous()?; // (U, nkv, P, D)
-            let q_s = ops::rope(&suf(&q)?, &cos_s, &sin_s)?; // (B, nh, T, D)
-            let k_s = ops::rope(&suf(&k)?, &cos_s, &sin_s)?; // (B, nkv, T, D)
-            let v_s = suf(&v)?.contiguous()?; // (B, nkv, T, D)
-            let att_p = ops::attention(&q_p.contiguous()?, &k_p, &v_p, &pre_mask, scale)?; // (U, nh, P, D)
-                                                                                           // Each suffix row gets its prefix's keys/values (the backward sums them back).
-            let k_s = Tensor::cat(&[k_p.index_select(&owner, 0)?, k_s], 2)?; // (B, nkv, P+T, D)
-            let v_s = Tensor::cat(&[v_p.index_select(&owner, 0)?, v_s], 2)?; // (B, nkv, P+T, D)
-            let att_s = ops::attention(&q_s.contiguous()?, &k_s, &v_s, &suf_mask, scale)?; // (B, nh, T, D)
-            let att = Tensor::cat(
-                &[
-                    att_p.transpose(1, 2)?.reshape((np, nh * hd))?,
-                    att_s.transpose(1, 2)?.reshape((ns, nh * hd))?,
-                ],
-                0,
-            )?; // (U*P + B*T, nh*D)
-            x = layer.finish(&x, &att, cfg, None)?;
-        }
-        ops::rms_norm(&x.narrow(0, np, ns)?, &self.norm, cfg.rms_norm_eps)?.reshape((
-            b,
-            t,
-            cfg.hidden_size,
-        ))
     }
 
     /// Rotary cos/sin tables (B, T, D/2) for per-row position ids (B, T).

@@ -9,8 +9,11 @@ pub mod decoder;
 pub mod device;
 pub mod kv_cache;
 pub mod logprobs;
+pub mod lora;
 pub mod ops;
 pub mod params;
+pub mod profile;
+pub mod recompute;
 
 pub use config::{Family, ModelConfig};
 pub use decoder::{Decoder, Mode, Positions, SharedPrefixBatch};

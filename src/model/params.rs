@@ -5,9 +5,12 @@
 //! optimizer's in-place updates are seen at once without copying).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
+
+use super::lora::Lora;
 
 #[derive(Clone)]
 pub struct Params {
@@ -17,6 +20,8 @@ pub struct Params {
     /// The dtype forwards compute in (bf16 on CUDA over f32 master weights); defaults to the
     /// variables' own.
     compute_dtype: Option<DType>,
+    /// The LoRA adapter these weights carry (its tensors are among `vars`), if any.
+    lora: Option<Arc<Lora>>,
 }
 
 impl Params {
@@ -35,6 +40,7 @@ impl Params {
             names,
             vars,
             compute_dtype: None,
+            lora: None,
         })
     }
 
@@ -103,6 +109,45 @@ impl Params {
         Ok(())
     }
 
+    /// Adds a new weight `name` holding a copy of `t` (e.g. an adapter tensor).
+    pub fn insert(&mut self, name: &str, t: &Tensor) -> Result<()> {
+        if self.vars.contains_key(name) {
+            bail!("duplicate weight `{name}`");
+        }
+        self.vars
+            .insert(name.to_string(), Var::from_tensor(&t.detach())?);
+        let at = self.names.partition_point(|n| n.as_str() < name);
+        self.names.insert(at, name.to_string());
+        Ok(())
+    }
+
+    /// The LoRA adapter these weights carry.
+    pub fn lora(&self) -> Option<Arc<Lora>> {
+        self.lora.clone()
+    }
+
+    pub fn set_lora(&mut self, lora: Option<Arc<Lora>>) {
+        self.lora = lora;
+    }
+
+    /// The base model without its adapter, as it is now: the adapter tensors dropped, the frozen
+    /// weights shared (no copy), the `modules_to_save` tensors copied (they train on). The KL
+    /// reference of a LoRA run, and the start of a merge.
+    pub fn base_only(&self) -> Result<Self> {
+        let Some(lora) = &self.lora else {
+            return Ok(self.clone());
+        };
+        let mut out = self.clone();
+        out.lora = None;
+        out.names.retain(|n| !super::lora::is_adapter(n));
+        out.vars.retain(|n, _| !super::lora::is_adapter(n));
+        for name in &lora.modules_to_save {
+            let t = self.var(name)?.as_tensor().copy()?;
+            out.replace(name, &t)?;
+        }
+        Ok(out)
+    }
+
     /// A deep copy (new storage): a frozen reference model or a snapshot for tests.
     pub fn deep_clone(&self) -> Result<Self> {
         let tensors = self
@@ -112,6 +157,7 @@ impl Params {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             compute_dtype: self.compute_dtype,
+            lora: self.lora.clone(),
             ..Self::from_tensors(tensors)?
         })
     }

@@ -15,6 +15,7 @@
 
 pub mod constrained;
 pub mod metrics;
+pub mod policy;
 pub mod rollout;
 pub mod update;
 
@@ -32,7 +33,7 @@ use crate::algo::{self, Algorithm, Metrics};
 use crate::data::{DataCursor, Example};
 use crate::explore::Imentor;
 use crate::generate;
-use crate::model::{self, Decoder, LoadedModel, Mode, Params};
+use crate::model::{Decoder, LoadedModel, Mode, Params};
 use crate::optim::AdamW;
 use crate::progress::Reporter;
 use crate::prompting::Prompter;
@@ -131,17 +132,18 @@ impl<'a> Trainer<'a> {
     pub fn new(plan: &'a Plan, checkpoint: Option<&Path>) -> Result<Self> {
         let r = &plan.recipe;
         let (device, dtype) = plan.device()?;
-        let mut policy = match checkpoint {
-            Some(dir) => model::load(&model::ModelSource::Dir(dir.join("model")), &device, dtype)
-                .with_context(|| format!("loading checkpoint {}", dir.display()))?,
-            None => model::load(&plan.model_source, &device, dtype)?,
-        };
-        // Added tokens (a checkpoint has them already: adding is then a no-op that still
-        // reports their ids for `train_only_new_tokens`).
-        let (_, trainable) = plan
-            .vocab
-            .apply(&mut policy)
-            .context("[model] add_tokens")?;
+        let algorithm = algo::build(&r.algorithm)?;
+        let policy::Policy {
+            model: policy,
+            trainable,
+            reference,
+        } = policy::load(
+            plan,
+            checkpoint,
+            &device,
+            dtype,
+            algorithm.needs_reference(),
+        )?;
         let constraint = plan.constraint(&policy.tokenizer)?;
         let mut optimizer =
             AdamW::with_trainable(policy.params.named_vars(), &trainable, r.optimizer.adamw())?;
@@ -158,17 +160,6 @@ impl<'a> Trainer<'a> {
                 .with_context(|| format!("reading {}/state.json", dir.display()))?;
             optimizer.load(&dir.join("optimizer.safetensors"))?;
         }
-        let algorithm = algo::build(&r.algorithm)?;
-        // A frozen reference is the model as loaded from the recipe (never a checkpoint).
-        let reference = if !algorithm.needs_reference() {
-            None
-        } else if checkpoint.is_some() {
-            let mut m = model::load(&plan.model_source, &device, dtype)?;
-            plan.vocab.apply(&mut m)?;
-            Some(m.params)
-        } else {
-            Some(policy.params.deep_clone()?)
-        };
         let mut explore = match &r.exploration {
             Some(c) => Some(crate::explore::build(c, r.seed ^ 0x1_3E47)?),
             None => None,
@@ -296,14 +287,7 @@ impl<'a> Trainer<'a> {
     /// Write a checkpoint's contents into `dir`: the model as an HF directory, the optimizer,
     /// `state.json` and the exploration state.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let m = &self.policy;
-        model::save_hf_dir(
-            &dir.join("model"),
-            &m.config,
-            &m.params,
-            &m.tokenizer,
-            m.generation_config.as_ref(),
-        )?;
+        policy::save(self.plan, &self.policy, dir)?;
         self.optimizer.save(&dir.join("optimizer.safetensors"))?;
         std::fs::write(
             dir.join("state.json"),

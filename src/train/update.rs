@@ -18,8 +18,10 @@ use rand_chacha::ChaCha8Rng;
 use super::constrained::policy_stats;
 use crate::algo::{Algorithm, Metrics, MinibatchShape, SequenceTargets, TokenBatch};
 use crate::generate::Constraint;
+use crate::model::decoder::BuildOptions;
+use crate::model::recompute::Recompute;
 use crate::model::{Decoder, LoadedModel, Mode, Params};
-use crate::optim::{self, AdamW};
+use crate::optim::AdamW;
 use crate::recipe::UpdatePlan;
 
 /// One training sequence: a prompt and its completion with what the rollout knew about it.
@@ -65,11 +67,12 @@ pub fn optimize(
     let mut grad_norms = Vec::new();
     let mut losses = Vec::new();
     let mut skipped = false;
-    for _ in 0..plan.num_iterations {
+    for pass in 0..plan.num_iterations as u64 {
         if plan.shuffle_minibatches {
             shuffle(&mut order, seqs, plan.keep_groups_whole, &mut rng);
         }
-        for mb in minibatches(&order, seqs, plan.num_minibatches, plan.keep_groups_whole) {
+        let mbs = minibatches(&order, seqs, plan.num_minibatches, plan.keep_groups_whole);
+        for (mbi, mb) in mbs.into_iter().enumerate() {
             if mb.is_empty() {
                 continue;
             }
@@ -92,21 +95,33 @@ pub fn optimize(
             let mut mb_loss = 0.0;
             if active.is_empty() {
                 // All-zero gradient: still an optimizer step (moments and weight decay move on).
-                for (_, var) in ctx.policy.params.named_vars() {
+                for (_, var) in opt.params() {
                     grads.insert(var.as_tensor(), var.as_tensor().zeros_like()?);
                 }
             }
-            for micro in micro_batches(&active, seqs, plan.micro_batch_size, plan.keep_groups_whole)
-            {
-                let (loss, m) = micro_loss(ctx, plan, algo, seqs, &micro, &shape)?;
+            let micros =
+                micro_batches(&active, seqs, plan.micro_batch_size, plan.keep_groups_whole);
+            for (mi, micro) in micros.into_iter().enumerate() {
+                // Adapter dropout masks: a function of (step seed, pass, mini-, micro-batch).
+                let build = BuildOptions {
+                    dropout_seed: seed ^ (pass << 40 | (mbi as u64) << 20 | mi as u64),
+                    recompute: plan.gradient_checkpointing.then(|| {
+                        Recompute::new(opt.params().iter().map(|(_, v)| v.clone()).collect())
+                    }),
+                    ..BuildOptions::default()
+                };
+                let (loss, m) = micro_loss(ctx, plan, algo, seqs, &micro, &shape, &build)?;
                 let tokens: usize = micro.iter().map(|&i| seqs[i].tokens.len()).sum();
                 acc.add(&m, tokens as f64);
                 mb_loss += loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
                 grads.extend(loss.backward()?)?;
+                if let Some(rc) = &build.recompute {
+                    grads.extend(rc.take()?)?;
+                }
             }
             // The mini-batch objective: micro-batch losses are already weighted to add up to it.
             losses.push(mb_loss);
-            match step_optimizer(&ctx.policy.params, opt, &mut grads, plan.max_grad_norm, lr)? {
+            match step_optimizer(opt, &mut grads, plan.max_grad_norm, lr)? {
                 Some(norm) => grad_norms.push(norm),
                 None => skipped = true,
             }
@@ -127,14 +142,13 @@ fn mean(xs: &[f64]) -> f64 {
 /// Clip and step; `None` (and no update) when the gradient is not finite. Data-parallel
 /// training all-reduces `grads` here, before the norm is taken.
 pub fn step_optimizer(
-    params: &Params,
     opt: &mut AdamW,
     grads: &mut GradStore,
     max_norm: f64,
     lr: f64,
 ) -> Result<Option<f64>> {
-    let named = params.named_vars();
-    let norm = optim::clip_grad_norm(&named, grads, max_norm)?;
+    // Over what the optimizer trains (frozen tensors and rows do not count).
+    let norm = opt.clip_grad_norm(grads, max_norm)?;
     if !norm.is_finite() {
         return Ok(None);
     }
@@ -150,6 +164,7 @@ fn micro_loss(
     seqs: &[Sequence],
     micro: &[usize],
     shape: &MinibatchShape,
+    build: &BuildOptions,
 ) -> Result<(Tensor, Metrics)> {
     let dev = ctx.device;
     let temp = plan.logprob_temperature;
@@ -160,7 +175,7 @@ fn micro_loss(
     let groups: Vec<usize> = micro.iter().map(|&i| seqs[i].group).collect();
     let config = &ctx.policy.config;
     let stats = |dec: &Decoder| policy_stats(dec, &pairs, &groups, ctx.constraint, temp, dev);
-    let cur = stats(&Decoder::new(config, &ctx.policy.params, Mode::Train)?)?;
+    let cur = stats(&Decoder::build(config, &ctx.policy.params, Mode::Train, build)?)?;
     let ref_logp = match ctx.reference {
         Some(p) => Some(stats(&Decoder::new(config, p, Mode::Infer)?)?.logp.detach()),
         None => None,

@@ -13,6 +13,7 @@ mod golden_metrics;
 mod judge;
 mod layering;
 mod minilm;
+mod lora;
 mod rec_baseline;
 mod rec_rl;
 mod trainer;

@@ -17,6 +17,7 @@
 
 mod decode_attention_op;
 mod decode_matmul;
+pub mod grad_hook;
 mod logprob_op;
 pub mod reference;
 mod rms_norm_op;
