@@ -42,6 +42,9 @@ pub enum Command {
     /// Recommendation: sequential data, classic baselines.
     #[command(subcommand)]
     Rec(RecCommand),
+    /// Semantic IDs: quantize item vectors into short code sequences (`sid build`).
+    #[command(subcommand)]
+    Sid(SidCommand),
 }
 
 #[derive(Args, Debug)]
@@ -198,6 +201,7 @@ pub struct InspectArgs {
 }
 
 pub use rec_cli::RecCommand;
+pub use sid_cli::SidCommand;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -207,6 +211,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => cmd_eval(a),
         Command::Score(a) => cmd_score(a),
         Command::Rec(c) => rec_cli::run(c),
+        Command::Sid(c) => sid_cli::run(c),
         Command::Report(a) => {
             let files = crate::report::report(
                 &a.runs,
@@ -576,5 +581,7 @@ fn judge_table(path: &Path) -> Result<Option<crate::reward::JudgeConfig>> {
 
 // `llmrl rec ...` lives in cli/rec_cli.rs.
 mod rec_cli;
+// `llmrl sid ...` lives in cli/sid_cli.rs.
+mod sid_cli;
 // The reporter the CLI gives everything below it: bars on a terminal, plain lines otherwise.
 pub mod console;
