@@ -31,7 +31,7 @@ fi
 mkdir -p "$ROOT"
 for K in 16 256; do
   for Q in rq-kmeans rq-kmeans-balanced rq-vae; do
-    for C in ordinal reassign keep; do
+    for C in ordinal reassign sinkhorn keep; do
       OUT="$ROOT/$Q-3x$K-$C"
       rm -rf "$OUT"
       # reassign cannot always fit (a prefix with more items than K): recorded, not fatal.

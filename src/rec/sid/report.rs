@@ -98,6 +98,8 @@ pub struct SidReport {
     pub moved_items: usize,
     pub sinkhorn_rounds: usize,
     pub left_after_sinkhorn: usize,
+    /// Mean growth of the moved items' squared last-level error (reassign / sinkhorn).
+    pub moved_extra_error: f64,
     /// Mean squared error per element in the input space.
     pub reconstruction_mse: f64,
     /// Σ‖x − x̂‖² / Σ‖x‖².
@@ -131,7 +133,14 @@ impl SidReport {
                 self.before.largest_group,
                 self.collisions_mode,
                 100.0 * self.after.rate,
-                if self.moved_items > 0 { format!(", {} items moved", self.moved_items) } else { String::new() }
+                if self.moved_items > 0 {
+                    format!(
+                        ", {} items moved (squared last-level error {:+.3e} each on average)",
+                        self.moved_items, self.moved_extra_error
+                    )
+                } else {
+                    String::new()
+                }
             ),
         ];
         for s in &self.levels {

@@ -379,7 +379,7 @@ mod tests {
             sizes: vec![8, 4],
             hidden: vec![32],
             latent: 8,
-            epochs: 60,
+            epochs: 300,
             batch_size: 64,
             kmeans_iters: 20,
             seed: 11,
@@ -387,9 +387,12 @@ mod tests {
         };
         let q = rq_vae(&data, 16, &cfg, &Silent).unwrap();
         let log = q.training.clone().unwrap();
-        assert_eq!(log.loss.len(), 60);
-        let (first, last) = (log.loss[0], *log.loss.last().unwrap());
-        assert!(last < 0.5 * first, "loss {first} → {last}");
+        assert_eq!(log.loss.len(), cfg.epochs);
+        // The quantization terms rise first (the encoder moves faster than the codebooks can
+        // follow: 1.02 → 2.05 around epoch 60 with this seed), then everything settles.
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (first, last) = (mean(&log.loss[..10]), mean(&log.loss[290..]));
+        assert!(last < 0.1 * first, "loss {first} → {last}");
         // Every code of every level used by at least one item: no collapse.
         for s in level_stats(&q.codes, &q.sizes) {
             assert_eq!(s.used, s.size, "level {}: {s:?}", s.level);

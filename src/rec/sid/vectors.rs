@@ -146,7 +146,7 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>)> {
         .context("truncated header")?;
     let header = std::str::from_utf8(header).context("header is not text")?;
     let descr = dict_value(header, "descr").context("header has no 'descr'")?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let descr = quoted(descr).context("'descr' is not a quoted string")?;
     let fortran = dict_value(header, "fortran_order").context("header has no 'fortran_order'")?;
     ensure!(
         fortran.starts_with("False"),
@@ -205,6 +205,13 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
         .or_else(|| header.find(&format!("\"{key}\"")))?;
     let rest = &header[i + key.len() + 2..];
     Some(rest.trim_start().strip_prefix(':')?.trim_start())
+}
+
+/// The string literal at the start of `s` (`'<f4', ...` → `<f4`).
+fn quoted(s: &str) -> Option<&str> {
+    let q = s.chars().next().filter(|&c| c == '\'' || c == '"')?;
+    let body = &s[1..];
+    Some(&body[..body.find(q)?])
 }
 
 type Rows = (Vec<String>, usize, Vec<f32>);
