@@ -45,6 +45,9 @@ pub enum Command {
     /// Recommendation: sequential data, classic baselines.
     #[command(subcommand)]
     Rec(RecCommand),
+    /// Semantic IDs: quantize item vectors into short code sequences (`sid build`).
+    #[command(subcommand)]
+    Sid(SidCommand),
 }
 
 #[derive(Args, Debug)]
@@ -201,6 +204,7 @@ pub struct InspectArgs {
 }
 
 pub use rec_cli::RecCommand;
+pub use sid_cli::SidCommand;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -211,6 +215,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Score(a) => cmd_score(a),
         Command::Rec(c) => rec_cli::run(c),
         Command::Export(a) => export_cli::run(a),
+        Command::Sid(c) => sid_cli::run(c),
         Command::Report(a) => {
             let files = crate::report::report(
                 &a.runs,
@@ -568,5 +573,7 @@ fn judge_table(path: &Path) -> Result<Option<crate::reward::JudgeConfig>> {
 mod export_cli;
 mod rec_cli;
 mod rec_gen;
+// `llmrl sid ...` lives in cli/sid_cli.rs.
+mod sid_cli;
 // The reporter the CLI gives everything below it: bars on a terminal, plain lines otherwise.
 pub mod console;
