@@ -101,12 +101,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         tensor: a.tensor.clone(),
         ids: a.ids.clone(),
     })?;
-    eprintln!(
-        "{}: {} items × {}",
-        a.embeddings.display(),
-        v.len(),
-        v.dim
-    );
+    eprintln!("{}: {} items × {}", a.embeddings.display(), v.len(), v.dim);
     let rep = super::console::reporter();
     let (table, mut report) = build(&v, &cfg, rep.as_ref())?;
     report.config["embeddings"] = a.embeddings.display().to_string().into();
@@ -121,11 +116,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         &a.out.join("tokens.json"),
         &(serde_json::to_string(&table.all_tokens())? + "\n"),
     )?;
-    eprintln!(
-        "wrote {} ({})",
-        a.out.display(),
-        OUTPUTS.join(", ")
-    );
+    eprintln!("wrote {} ({})", a.out.display(), OUTPUTS.join(", "));
     Ok(())
 }
 

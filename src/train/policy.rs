@@ -40,10 +40,7 @@ pub fn load(
         };
         // Added tokens (a checkpoint has them already: adding is then a no-op that still
         // reports their ids for `train_only_new_tokens`).
-        let (_, trainable) = plan
-            .vocab
-            .apply(&mut model)
-            .context("[model] add_tokens")?;
+        let (_, trainable) = plan.vocab.apply(&mut model).context("[model] add_tokens")?;
         // A frozen reference is the model as loaded from the recipe (never a checkpoint).
         let reference = match (needs_reference, checkpoint) {
             (false, _) => None,
@@ -62,10 +59,7 @@ pub fn load(
     };
     let mut model = model::load(&plan.model_source, device, dtype)?;
     // Added tokens train as PEFT's `modules_to_save` rows beside the adapter.
-    let (added, _) = plan
-        .vocab
-        .apply(&mut model)
-        .context("[model] add_tokens")?;
+    let (added, _) = plan.vocab.apply(&mut model).context("[model] add_tokens")?;
     let rows = (!plan.vocab.tokens.is_empty())
         .then(|| Trainable::token_rows(&added.all_ids(), model.config.tie_word_embeddings));
     let trainable = lora::attach(&mut model, cfg, plan.recipe.seed, rows.as_ref())?;

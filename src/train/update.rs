@@ -175,7 +175,12 @@ fn micro_loss(
     let groups: Vec<usize> = micro.iter().map(|&i| seqs[i].group).collect();
     let config = &ctx.policy.config;
     let stats = |dec: &Decoder| policy_stats(dec, &pairs, &groups, ctx.constraint, temp, dev);
-    let cur = stats(&Decoder::build(config, &ctx.policy.params, Mode::Train, build)?)?;
+    let cur = stats(&Decoder::build(
+        config,
+        &ctx.policy.params,
+        Mode::Train,
+        build,
+    )?)?;
     let ref_logp = match ctx.reference {
         Some(p) => Some(stats(&Decoder::new(config, p, Mode::Infer)?)?.logp.detach()),
         None => None,
