@@ -286,6 +286,7 @@ pub fn balanced_assign(dist: &[f32], n: usize, k: usize) -> (Vec<u32>, f64) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rand::Rng;
 
     /// `per` points around each of `centres` (2-D), jittered by ±0.05.
     fn blobs(centres: &[[f32; 2]], per: usize, seed: u64) -> Vec<f32> {
