@@ -363,14 +363,7 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
 fn cmd_train(a: TrainArgs) -> Result<()> {
     if let Some(run_dir) = &a.resume {
         let run = RunDir::open(run_dir)?;
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(run.path("run.json"))?)
-                .context("reading run.json")?;
-        let recipe_dir = PathBuf::from(
-            meta["recipe_dir"]
-                .as_str()
-                .context("run.json has no recipe_dir")?,
-        );
+        let recipe_dir = run.recipe_dir()?;
         let recipe = recipe::load_recipe(&run.path("recipe.resolved.toml"), &a.set)?;
         let plan = recipe.resolve(&recipe_dir.join("recipe.toml"))?;
         return train::train(&plan, &run, true, console::reporter().as_ref());

@@ -93,6 +93,18 @@ impl RunDir {
         Ok(())
     }
 
+    /// The directory of the recipe the run was started from (`run.json`'s `recipe_dir`): what
+    /// the resolved recipe's relative paths are relative to.
+    pub fn recipe_dir(&self) -> Result<PathBuf> {
+        let meta: Value = serde_json::from_str(&std::fs::read_to_string(self.path("run.json"))?)
+            .context("reading run.json")?;
+        Ok(PathBuf::from(
+            meta["recipe_dir"]
+                .as_str()
+                .context("run.json has no recipe_dir")?,
+        ))
+    }
+
     pub fn checkpoint_dir(&self, step: u64) -> PathBuf {
         self.root
             .join("checkpoints")

@@ -93,14 +93,7 @@ fn run_root(spec: &Path) -> Result<PathBuf> {
 fn base_source(spec: &Path) -> Result<ModelSource> {
     let root = run_root(spec)?;
     let run = RunDir::open(&root)?;
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.path("run.json"))?)
-            .context("reading run.json")?;
-    let recipe_dir = PathBuf::from(
-        meta["recipe_dir"]
-            .as_str()
-            .context("run.json has no recipe_dir")?,
-    );
+    let recipe_dir = run.recipe_dir()?;
     let r = recipe::load_recipe(&run.path("recipe.resolved.toml"), &[])?;
     recipe::resolve_model(&r.model.source, &recipe_dir)
 }
