@@ -12,6 +12,7 @@ mod golden;
 mod golden_metrics;
 mod judge;
 mod layering;
+mod newcomer;
 mod rec_baseline;
 mod trainer;
 mod tree_mdp;
