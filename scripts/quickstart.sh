@@ -19,7 +19,7 @@ start=$SECONDS
 elapsed() { printf '%d:%02d' $(((SECONDS - start) / 60)) $(((SECONDS - start) % 60)); }
 # Every evaluation: the SFT recipe's held-out problems, prompt, verifier and [eval] settings.
 evaluate() { # MODEL OUT
-  "$llmrl" eval --model "$1" --recipe recipes/quickstart-sft.toml --batch 32 --out "$2" > /dev/null
+  "$llmrl" eval --model "$1" --recipe recipes/quickstart-sft.toml --batch 8 --out "$2" > /dev/null
   echo "== [$(elapsed)] evaluated $1 -> $2/summary.json"
 }
 echo "== [$(elapsed)] 1/4 zero-shot evaluation"
