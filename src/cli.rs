@@ -11,8 +11,7 @@ use crate::generate::{self, SamplingConfig};
 pub use crate::model::device::parse_device;
 use crate::model::{self, Decoder, Message, Mode, ModelSource};
 use crate::prompting::Prompter;
-use crate::run_dir::{self, RunDir};
-use crate::{recipe, train};
+use crate::recipe;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,6 +36,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Score given completions with a verifier (check a verifier on your data before training).
     Score(ScoreArgs),
+    /// Line up the results of several `llmrl eval` runs in one table (before/after).
+    Compare(compare::CompareArgs),
     /// Draw the metrics curves of one or several runs side by side (PNG/SVG + summary.md).
     Report(ReportArgs),
     /// Write a run's model for other tools: a LoRA adapter (PEFT files) or, with --merge, the
@@ -82,9 +83,14 @@ pub struct TrainArgs {
     /// Run directory (default: runs/<name>, numbered if taken; never overwritten).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in this directory from its latest checkpoint.
+    /// Continue the run in this directory from its newest intact checkpoint (--set overrides
+    /// are applied from there on and recorded in run.json).
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "recipe")]
     pub resume: Option<PathBuf>,
+    /// Where to train: `cpu` or `cuda:N` (needs a build with `--features cuda`); overrides the
+    /// recipe's [model] device, recorded as the override model.device=D.
+    #[arg(long, value_name = "D")]
+    pub device: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -155,6 +161,7 @@ pub struct GenerateArgs {
     /// A local HF directory, a `.gguf` file, or a hub id (`org/name`).
     #[arg(long)]
     pub model: String,
+    /// The prompt text (with --chat: the user message).
     #[arg(long)]
     pub prompt: String,
     /// Wrap the prompt in the model's chat template (with the assistant turn opened).
@@ -210,9 +217,10 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => cmd_generate(a),
         Command::Inspect(a) => cmd_inspect(a),
-        Command::Train(a) => cmd_train(a),
+        Command::Train(a) => train_cli::run(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Score(a) => cmd_score(a),
+        Command::Compare(a) => compare::run(a),
         Command::Rec(c) => rec_cli::run(c),
         Command::Export(a) => export_cli::run(a),
         Command::Sid(c) => sid_cli::run(c),
@@ -296,8 +304,9 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
                 );
             } else {
                 println!(
-                    "--- beam {j} (score {:.4}, {:?}) ---",
-                    b.score, b.finish_reason
+                    "--- beam {j} (score {:.4}, {}) ---",
+                    b.score,
+                    finish_name(b.finish_reason)
                 );
                 println!("{}", b.text);
             }
@@ -316,17 +325,34 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
             );
         } else {
             if a.n > 1 {
-                println!("--- sample {} ({:?}) ---", o.sample_index, o.finish_reason);
+                println!(
+                    "--- sample {} ({}) ---",
+                    o.sample_index,
+                    finish_name(o.finish_reason)
+                );
             }
             println!("{}", o.text);
         }
     }
     let toks: usize = outs.iter().map(|o| o.token_ids.len()).sum();
+    // One sample has no header line: its finish reason goes here.
+    let finish = match outs.as_slice() {
+        [o] if !a.json => format!("finish: {}; ", finish_name(o.finish_reason)),
+        _ => String::new(),
+    };
     eprintln!(
-        "[{toks} tokens in {secs:.2} s, {:.1} tok/s]",
+        "[{finish}{toks} tokens in {secs:.2} s, {:.1} tok/s]",
         toks as f64 / secs
     );
     Ok(())
+}
+
+/// A finish reason as `--json` writes it (`eos`, `stop`, `length`, `no_allowed_token`).
+fn finish_name(f: generate::Finish) -> String {
+    serde_json::to_value(f)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{f:?}"))
 }
 
 fn cmd_inspect(a: InspectArgs) -> Result<()> {
@@ -358,64 +384,6 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn cmd_train(a: TrainArgs) -> Result<()> {
-    if let Some(run_dir) = &a.resume {
-        let run = RunDir::open(run_dir)?;
-        let recipe_dir = run.recipe_dir()?;
-        let recipe = recipe::load_recipe(&run.path("recipe.resolved.toml"), &a.set)?;
-        let plan = recipe.resolve(&recipe_dir.join("recipe.toml"))?;
-        return train::train(&plan, &run, true, console::reporter().as_ref());
-    }
-    let Some(path) = &a.recipe else {
-        bail!("give a recipe (llmrl train recipes/smoke.toml) or --resume RUN_DIR");
-    };
-    let recipe = recipe::load_recipe(path, &a.set)?;
-    let plan = recipe.resolve(path)?;
-    let out = match &a.out {
-        Some(o) => o.clone(),
-        None => free_run_dir(&plan.name),
-    };
-    let run = RunDir::create(&out)?;
-    run.write_text(
-        "recipe.resolved.toml",
-        &toml::to_string_pretty(&plan.recipe)?,
-    )?;
-    let base = std::fs::canonicalize(&plan.base_dir).unwrap_or(plan.base_dir.clone());
-    let meta = serde_json::json!({
-        "name": plan.name,
-        "algorithm": algorithm_name(&plan.recipe.algorithm),
-        "seed": plan.recipe.seed,
-        "git_commit": run_dir::git_commit(),
-        "recipe": path.display().to_string(),
-        "recipe_dir": base.display().to_string(),
-        "overrides": a.set,
-        "llmrl_version": env!("CARGO_PKG_VERSION"),
-    });
-    run.write_text("run.json", &serde_json::to_string_pretty(&meta)?)?;
-    let report = console::reporter();
-    report.message(&format!("run directory: {}", out.display()));
-    train::train(&plan, &run, false, report.as_ref())
-}
-
-fn algorithm_name(a: &crate::algo::AlgoConfig) -> String {
-    serde_json::to_value(a)
-        .ok()
-        .and_then(|v| v["name"].as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-/// runs/<name>, or runs/<name>-2, -3, ... if taken.
-fn free_run_dir(name: &str) -> PathBuf {
-    let base = Path::new("runs").join(name);
-    if !base.exists() {
-        return base;
-    }
-    (2..)
-        .map(|i| Path::new("runs").join(format!("{name}-{i}")))
-        .find(|p| !p.exists())
-        .expect("an unused name")
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
@@ -562,6 +530,10 @@ fn judge_table(path: &Path) -> Result<Option<crate::reward::JudgeConfig>> {
         .transpose()
 }
 
+// `llmrl train ...`: new runs and resumes, and what their run directories record.
+mod train_cli;
+// `llmrl compare ...`: eval summaries side by side.
+mod compare;
 // `llmrl rec ...` lives in cli/rec_cli.rs.
 mod export_cli;
 mod rec_cli;

@@ -7,6 +7,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
 
+use super::console;
 use crate::model::{self, lora, LoadedModel, ModelSource};
 use crate::recipe;
 use crate::run_dir::RunDir;
@@ -55,12 +56,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint directory `spec` names: a run's latest, or `spec` itself when it is one.
+/// The checkpoint directory `spec` names: a run's newest intact one, or `spec` itself when it is one.
 fn checkpoint_of(spec: &Path) -> Result<Option<PathBuf>> {
     if spec.join("recipe.resolved.toml").is_file() {
         let run = RunDir::open(spec)?;
         let (_, dir) = run
-            .latest_checkpoint()?
+            .newest_intact_checkpoint(console::reporter().as_ref())?
             .with_context(|| format!("run {} has no checkpoint yet", spec.display()))?;
         return Ok(Some(dir));
     }

@@ -79,12 +79,67 @@ pub fn load(cfg: &DataConfig, base_dir: &Path) -> Result<Vec<Example>> {
         DataConfig::Rec(c) => c.load(base_dir)?,
     };
     if examples.is_empty() {
-        bail!("the dataset is empty; hint: check the [data] table of the recipe ({cfg:?})");
+        bail!("{}", cfg.empty_message(base_dir));
     }
     Ok(examples)
 }
 
+/// Run `check` on every row; the error names the first bad row and how many rows fail, so a
+/// dataset is validated whole when a recipe is resolved rather than row by row during training.
+pub fn check_rows<'a>(
+    rows: impl Iterator<Item = &'a Example>,
+    check: impl Fn(&Example) -> Result<()>,
+) -> Result<()> {
+    let (mut first, mut bad, mut total) = (None, 0usize, 0usize);
+    for ex in rows {
+        total += 1;
+        if let Err(e) = check(ex) {
+            bad += 1;
+            first.get_or_insert((ex.id.clone(), e));
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some((id, e)) => Err(e.context(format!(
+            "row {id} is the first bad row ({bad} of {total} rows fail this check)"
+        ))),
+    }
+}
+
 impl DataConfig {
+    /// What to tell a user whose dataset came out empty, in plain words.
+    fn empty_message(&self, base_dir: &Path) -> String {
+        let path = match self {
+            Self::Countdown(c) => {
+                return format!(
+                    "the Countdown generator made no problems (count = {}); hint: set `count` \
+                     to the number of problems you want",
+                    c.count
+                )
+            }
+            Self::Jsonl(c) | Self::Parquet(c) => &c.path,
+            Self::Gsm8k(c) => &c.path,
+            Self::Math(c) => &c.path,
+            Self::Preference(c) => &c.path,
+            Self::Rec(c) => {
+                return format!(
+                    "the interaction log made no examples for part {:?} (max_users = {}); hint: \
+                     check the log's path and that its users have enough interactions for the split",
+                    c.part, c.max_users
+                )
+            }
+        };
+        let shown = if path.to_string_lossy().contains("://") {
+            path.display().to_string()
+        } else {
+            base_dir.join(path).display().to_string()
+        };
+        format!(
+            "the dataset {shown} has no rows; hint: point `path` at a file with at least one \
+             record (JSON Lines: one object per line)"
+        )
+    }
+
     /// The reference completion of `ex` (SFT's target), from where this source keeps it:
     /// `completion` for JSONL/Parquet (map another column with `fields`), the worked `solution`
     /// for GSM8K and MATH, a generated solution for Countdown. An error names the missing field.
@@ -183,10 +238,18 @@ mod tests {
         assert!(countdown_completion(&ex[0]).is_some());
         std::fs::write(dir.path().join("e.jsonl"), "\n").unwrap();
         let cfg = parse("data = { source = \"jsonl\", path = \"e.jsonl\" }").unwrap();
-        assert!(load(&cfg, dir.path())
-            .unwrap_err()
-            .to_string()
-            .contains("empty"));
+        let e = load(&cfg, dir.path()).unwrap_err().to_string();
+        // Plain words naming the file, not the config's debug text.
+        assert!(
+            e.contains("e.jsonl has no rows") && !e.contains("JsonlConfig"),
+            "{e}"
+        );
+        let cd = DataConfig::Countdown(CountdownConfig {
+            count: 0,
+            ..Default::default()
+        });
+        let e = load(&cd, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("made no problems (count = 0)"), "{e}");
     }
 
     #[test]

@@ -104,7 +104,9 @@ impl HubUri {
         if !online {
             bail!(
                 "no file of {} is in the hub cache ({}) and HF_HUB_OFFLINE is set; hint: \
-                 fetch it once with network access, or download the files and give a local path",
+                 fetch it once with network access, or download the files and set this table's \
+                 `path` to the local copy (e.g. --set data.path=FILE, or eval_data.path for \
+                 [eval_data])",
                 self.uri(),
                 cache.path().display()
             );
@@ -114,13 +116,17 @@ impl HubUri {
             .build()
             .context("creating the Hugging Face hub client")?
             .repo(repo);
-        let info = api.info().with_context(|| {
-            format!(
-                "listing the files of dataset `{}` on the hub; hint: check the name and your \
-                 network, or download the files and give a local path",
-                self.repo
-            )
-        })?;
+        let info = api
+            .info()
+            .map_err(crate::model::hub::once)
+            .with_context(|| {
+                format!(
+                    "listing the files of dataset `{}` on the hub; hint: check the name and your \
+                 network, or download the files and set this table's `path` to the local copy \
+                 (e.g. --set data.path=FILE, or eval_data.path for [eval_data])",
+                    self.repo
+                )
+            })?;
         let mut names: Vec<String> = info
             .siblings
             .into_iter()
@@ -142,6 +148,7 @@ impl HubUri {
             .iter()
             .map(|f| {
                 api.get(f)
+                    .map_err(crate::model::hub::once)
                     .with_context(|| format!("downloading `{f}` of dataset `{}`", self.repo))
             })
             .collect()

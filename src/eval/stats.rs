@@ -66,6 +66,9 @@ pub struct ProblemStats {
     pub pass_at_k: BTreeMap<usize, f64>,
     pub mean_score: f64,
     pub mean_correct: f64,
+    /// Share of samples the verifier gave format credit (its `format` part, else a score > 0),
+    /// as training's `format_rate`.
+    pub format_rate: f64,
     /// The majority answer, `None` if no sample had an answer.
     pub maj_answer: Option<String>,
     pub maj_correct: bool,
@@ -97,6 +100,7 @@ impl ProblemStats {
                 .collect(),
             mean_score: r.scores.iter().map(|s| f64::from(s.value)).sum::<f64>() / denom,
             mean_correct: num_correct as f64 / denom,
+            format_rate: r.scores.iter().filter(|s| s.formatted()).count() as f64 / denom,
             maj_answer,
             maj_correct,
             distinct_correct,
@@ -154,6 +158,8 @@ pub struct EvalSummary {
     pub mean_score: f64,
     /// mean@n of correctness (= pass@1 when every problem has the same n).
     pub mean_correct: f64,
+    /// Share of samples with format credit (mean over problems).
+    pub format_rate: f64,
     pub maj_at_n: f64,
     /// Distinct correct answers per problem, over all problems.
     pub mean_distinct_correct: f64,
@@ -179,6 +185,7 @@ pub fn summarize(problems: &[ProblemStats]) -> EvalSummary {
             .collect(),
         mean_score: mean(&|p| p.mean_score),
         mean_correct: mean(&|p| p.mean_correct),
+        format_rate: mean(&|p| p.format_rate),
         maj_at_n: mean(&|p| f64::from(u8::from(p.maj_correct))),
         mean_distinct_correct: mean(&|p| p.distinct_correct as f64),
         distinct_correct_per_solved: {

@@ -36,13 +36,19 @@ pub fn fetch(id: &str, repo_type: RepoType, filename: &str) -> Result<PathBuf> {
         .with_progress(true)
         .build()
         .context("creating the Hugging Face hub client")?;
-    api.repo(repo).get(filename).with_context(|| {
+    api.repo(repo).get(filename).map_err(once).with_context(|| {
         format!(
             "could not download `{filename}` of `{id}` from the hub and it is not cached in {}; \
              check the id and your network, or pass a local directory / .gguf file",
             cache.path().display()
         )
     })
+}
+
+/// A hub client error as one message: its `Display` already spells out the transport error
+/// (DNS, TLS, HTTP status), which its source chain would repeat two more times.
+pub(crate) fn once(e: hf_hub::api::sync::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 /// Like `fetch`, but `Ok(None)` when the file does not exist in the repo (optional files).

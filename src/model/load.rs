@@ -41,12 +41,15 @@ impl ModelSource {
                 "model `{s}` is a file but not a .gguf; pass a GGUF file or an HF model directory"
             );
         }
-        let looks_like_hub = s.split('/').count() == 2
-            && !s.starts_with('.')
-            && !s.starts_with('/')
-            && !s.ends_with(".gguf")
-            && s.split('/').all(|part| !part.is_empty());
-        if looks_like_hub {
+        if looks_local(s, Path::new(".")) {
+            let hint = if s.ends_with(".gguf") && s.contains("SmolLM2") {
+                "run scripts/fetch_model.sh for the default SmolLM2-135M-Instruct"
+            } else {
+                "check the path (a run's model is RUN/checkpoints/step_N/model)"
+            };
+            bail!("model `{s}` not found: no such directory or file; hint: {hint}");
+        }
+        if s.split('/').count() == 2 && s.split('/').all(|part| !part.is_empty()) {
             return Ok(Self::Hub(s.to_string()));
         }
         bail!(
@@ -54,6 +57,22 @@ impl ModelSource {
              (`org/name`); run scripts/fetch_model.sh for the default SmolLM2-135M-Instruct"
         )
     }
+}
+
+/// Whether a model source that does not exist was meant as a local path rather than a hub id
+/// `org/name`: it starts with `.`, `/` or `~`, names a file (`.gguf`, `.safetensors`, `.json`),
+/// has more than two components, or its first component is a directory under `base`
+/// (`runs/x`, `models/x`). Such a source fails with "no such directory or file" instead of
+/// a hub lookup.
+pub fn looks_local(s: &str, base: &Path) -> bool {
+    let first = s.split('/').next().unwrap_or("");
+    s.starts_with(['.', '/', '~'])
+        || s.contains('\\')
+        || [".gguf", ".safetensors", ".json"]
+            .iter()
+            .any(|e| s.ends_with(e))
+        || s.split('/').count() > 2
+        || (s.contains('/') && !first.is_empty() && base.join(first).is_dir())
 }
 
 impl std::fmt::Display for ModelSource {

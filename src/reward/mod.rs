@@ -59,6 +59,15 @@ impl Score {
             answer: None,
         }
     }
+
+    /// Whether the verifier gave format credit: its `format` part when it reports one, else
+    /// any positive score (training's `format_rate` and evaluation's count this).
+    pub fn formatted(&self) -> bool {
+        self.parts
+            .iter()
+            .find(|(k, _)| k == "format")
+            .map_or(self.value > 0.0, |(_, v)| *v > 0.0)
+    }
 }
 
 /// Scores completions of one task. Implementations are pure functions of their inputs (the

@@ -35,16 +35,7 @@ pub fn rollout_metrics(samples: &[Sample]) -> Metrics {
     m.insert("reward_mean".into(), mean as f64);
     m.insert("reward_std".into(), std as f64);
     m.insert("accuracy".into(), share(&|s| s.score.correct));
-    m.insert(
-        "format_rate".into(),
-        share(&|s| {
-            s.score
-                .parts
-                .iter()
-                .find(|(k, _)| k == "format")
-                .map_or(s.score.value > 0.0, |(_, v)| *v > 0.0)
-        }),
-    );
+    m.insert("format_rate".into(), share(&|s| s.score.formatted()));
     m.insert("response_length_mean".into(), lens.iter().sum::<f64>() / n);
     m.insert(
         "response_length_max".into(),

@@ -19,7 +19,7 @@ pub mod policy;
 pub mod rollout;
 pub mod update;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -39,7 +39,7 @@ use crate::progress::Reporter;
 use crate::prompting::Prompter;
 use crate::recipe::Plan;
 use crate::reward::Verifier;
-use crate::run_dir::RunDir;
+use crate::run_dir::{OptimizerState, RunDir};
 
 /// What a checkpoint's `state.json` holds besides the model and optimizer files.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,20 +50,53 @@ pub struct TrainState {
     pub seed: u64,
 }
 
-/// Train according to `plan` into `run`, resuming from its latest checkpoint when `resume`.
+/// Where a run starts.
+pub enum Start {
+    /// A fresh run from the plan's model.
+    New,
+    /// Continue a run from this checkpoint (step, directory), or from step 0 if it has none.
+    Resume(Option<(u64, PathBuf)>),
+}
+
+/// The optimizer state's file inside a checkpoint.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// Train according to `plan` into `run`, resuming from its newest intact checkpoint when
+/// `resume` (a damaged newer one is skipped with a warning).
 pub fn train(plan: &Plan, run: &RunDir, resume: bool, report: &dyn Reporter) -> Result<()> {
-    let r = &plan.recipe;
-    let ckpt = if resume {
-        run.latest_checkpoint()?
+    let start = if resume {
+        Start::Resume(run.newest_intact_checkpoint(report)?)
     } else {
-        None
+        Start::New
     };
-    let mut trainer = Trainer::new(plan, ckpt.as_ref().map(|(_, dir)| dir.as_path()))?;
+    train_from(plan, run, start, report)
+}
+
+/// Train according to `plan` into `run` from `start`.
+pub fn train_from(plan: &Plan, run: &RunDir, start: Start, report: &dyn Reporter) -> Result<()> {
+    let r = &plan.recipe;
+    let total = r.train.max_steps;
+    let ckpt = match &start {
+        Start::Resume(c) => c.clone(),
+        Start::New => None,
+    };
     if let Some((step, _)) = &ckpt {
+        check_resume_step(*step, total)?;
+    }
+    let mut trainer = Trainer::new(plan, ckpt.as_ref().map(|(_, dir)| dir.as_path()))?;
+    if let Some((step, dir)) = &ckpt {
         run.truncate_jsonl_after("metrics.jsonl", *step)?;
         run.truncate_jsonl_after("eval.jsonl", *step)?;
         report.message(&format!("resuming {} from step {step}", run.root.display()));
-    } else if resume {
+        if !dir.join(OPTIMIZER_FILE).is_file() {
+            report.message(&format!(
+                "warning: {} keeps no optimizer state (checkpoint.optimizer_state = \"latest\" \
+                 drops it from older checkpoints): AdamW restarts from zero moments, so this \
+                 resume does not reproduce an uninterrupted run exactly",
+                dir.display()
+            ));
+        }
+    } else if matches!(start, Start::Resume(_)) {
         report.message(&format!(
             "no checkpoint in {} yet: starting from step 0",
             run.root.display()
@@ -71,7 +104,10 @@ pub fn train(plan: &Plan, run: &RunDir, resume: bool, report: &dyn Reporter) -> 
         std::fs::remove_file(run.path("metrics.jsonl")).ok();
     }
 
-    let total = r.train.max_steps;
+    let latest_only: &[&str] = match r.checkpoint.optimizer_state {
+        OptimizerState::All => &[],
+        OptimizerState::Latest => &[OPTIMIZER_FILE],
+    };
     report.begin("train", total, trainer.state.step);
     while trainer.state.step < total {
         let t0 = Instant::now();
@@ -97,15 +133,33 @@ pub fn train(plan: &Plan, run: &RunDir, resume: bool, report: &dyn Reporter) -> 
 
         if r.eval.every > 0 && step.is_multiple_of(r.eval.every) {
             let summary = trainer.evaluate(&crate::progress::Silent)?;
+            report.message(&format!(
+                "step {step} eval: pass@1 {:.3}, mean score {:.3} on {} problems",
+                summary.mean_correct, summary.mean_score, summary.num_problems
+            ));
             let mut line = serde_json::to_value(&summary)?;
             line["step"] = step.into();
             run.append_jsonl("eval.jsonl", &line)?;
         }
-        if (r.checkpoint.every > 0 && step.is_multiple_of(r.checkpoint.every)) || step == total {
-            run.save_checkpoint(step, r.checkpoint.keep_last, |dir| trainer.save(dir))?;
+        let periodic = r.checkpoint.every > 0 && step.is_multiple_of(r.checkpoint.every);
+        if periodic || (step == total && r.checkpoint.save_final) {
+            run.save_checkpoint(step, r.checkpoint.keep_last, latest_only, |dir| {
+                trainer.save(dir)
+            })?;
         }
     }
     report.end();
+    Ok(())
+}
+
+/// A resume needs steps left to run: a run already at `max_steps` is an error saying how to
+/// train further, not a silent success.
+pub fn check_resume_step(step: u64, max_steps: u64) -> Result<()> {
+    anyhow::ensure!(
+        step < max_steps,
+        "the run's checkpoint is at step {step} and train.max_steps is {max_steps}: nothing left \
+         to train; hint: --set train.max_steps=N with N > {step} to train further"
+    );
     Ok(())
 }
 
@@ -158,7 +212,10 @@ impl<'a> Trainer<'a> {
                 .with_context(|| format!("reading {}/state.json", dir.display()))?;
             state = serde_json::from_str(&text)
                 .with_context(|| format!("reading {}/state.json", dir.display()))?;
-            optimizer.load(&dir.join("optimizer.safetensors"))?;
+            // Absent only when dropped on purpose (`optimizer_state = "latest"`; the driver warns).
+            if dir.join(OPTIMIZER_FILE).is_file() {
+                optimizer.load(&dir.join(OPTIMIZER_FILE))?;
+            }
         }
         let mut explore = match &r.exploration {
             Some(c) => Some(crate::explore::build(c, r.seed ^ 0x1_3E47)?),
@@ -288,7 +345,7 @@ impl<'a> Trainer<'a> {
     /// `state.json` and the exploration state.
     pub fn save(&self, dir: &Path) -> Result<()> {
         policy::save(self.plan, &self.policy, dir)?;
-        self.optimizer.save(&dir.join("optimizer.safetensors"))?;
+        self.optimizer.save(&dir.join(OPTIMIZER_FILE))?;
         std::fs::write(
             dir.join("state.json"),
             serde_json::to_string_pretty(&self.state)?,

@@ -458,7 +458,15 @@ fn a_lora_run_resumes_exactly_from_an_adapter_only_checkpoint() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(files, ["adapter", "optimizer.safetensors", "state.json"]);
+    assert_eq!(
+        files,
+        [
+            "adapter",
+            "manifest.json",
+            "optimizer.safetensors",
+            "state.json"
+        ]
+    );
 
     let cut = RunDir::create(&d.path().join("cut")).unwrap();
     let p2 = plan(&[lora, "train.max_steps=2", "algorithm.beta=0.05"]);

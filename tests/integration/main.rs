@@ -14,6 +14,7 @@ mod judge;
 mod layering;
 mod lora;
 mod minilm;
+mod newcomer;
 mod rec_baseline;
 mod rec_rl;
 mod trainer;
