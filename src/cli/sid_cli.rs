@@ -38,7 +38,10 @@ pub struct BuildArgs {
     /// at most 256; 16 for 1682 items).
     #[arg(long)]
     pub codebook: Option<usize>,
-    #[arg(long, value_enum, default_value = "reassign")]
+    /// What to do with items that share a SID: append an in-group ordinal level (always
+    /// unique), move them to the nearest free last-level codes (reassign) or LC-Rec's Sinkhorn
+    /// rounds first (sinkhorn), or keep them as item sets.
+    #[arg(long, value_enum, default_value = "ordinal")]
     pub collisions: CollisionMode,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -101,12 +104,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         tensor: a.tensor.clone(),
         ids: a.ids.clone(),
     })?;
-    eprintln!(
-        "{}: {} items × {}",
-        a.embeddings.display(),
-        v.len(),
-        v.dim
-    );
+    eprintln!("{}: {} items × {}", a.embeddings.display(), v.len(), v.dim);
     let rep = super::console::reporter();
     let (table, mut report) = build(&v, &cfg, rep.as_ref())?;
     report.config["embeddings"] = a.embeddings.display().to_string().into();
@@ -121,11 +119,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         &a.out.join("tokens.json"),
         &(serde_json::to_string(&table.all_tokens())? + "\n"),
     )?;
-    eprintln!(
-        "wrote {} ({})",
-        a.out.display(),
-        OUTPUTS.join(", ")
-    );
+    eprintln!("wrote {} ({})", a.out.display(), OUTPUTS.join(", "));
     Ok(())
 }
 

@@ -46,7 +46,10 @@ pub fn default_codebook(n: usize, levels: usize) -> usize {
     while (k as f64).powi(levels as i32) < target && k < MAX_DEFAULT_CODEBOOK {
         k += 1;
     }
-    k.div_ceil(4).max(1).saturating_mul(4).clamp(4, MAX_DEFAULT_CODEBOOK)
+    k.div_ceil(4)
+        .max(1)
+        .saturating_mul(4)
+        .clamp(4, MAX_DEFAULT_CODEBOOK)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -69,7 +72,7 @@ impl Default for BuildConfig {
             quantizer: QuantizerKind::RqKmeansBalanced,
             levels: 3,
             codebook: None,
-            collisions: CollisionMode::Reassign,
+            collisions: CollisionMode::Ordinal,
             seed: 0,
             kmeans_iters: 100,
             rq_vae: RqVaeConfig::default(),
@@ -80,12 +83,20 @@ impl Default for BuildConfig {
 impl BuildConfig {
     /// Checks what needs no data (before the vectors are read).
     pub fn validate(&self) -> Result<()> {
-        let max = if self.collisions == CollisionMode::Ordinal { 25 } else { 26 };
+        let max = if self.collisions == CollisionMode::Ordinal {
+            25
+        } else {
+            26
+        };
         ensure!(
             (1..=max).contains(&self.levels),
             "--levels {} is out of range: 1..={max} (the tokens' level letters are a..z{})",
             self.levels,
-            if max == 25 { ", and ordinal adds one" } else { "" }
+            if max == 25 {
+                ", and ordinal adds one"
+            } else {
+                ""
+            }
         );
         if let Some(k) = self.codebook {
             ensure!(k >= 2, "--codebook {k}: a level needs at least 2 codes");
@@ -102,7 +113,9 @@ impl BuildConfig {
 pub fn build(v: &Vectors, cfg: &BuildConfig, rep: &dyn Reporter) -> Result<(SidTable, SidReport)> {
     cfg.validate()?;
     let n = v.len();
-    let k = cfg.codebook.unwrap_or_else(|| default_codebook(n, cfg.levels));
+    let k = cfg
+        .codebook
+        .unwrap_or_else(|| default_codebook(n, cfg.levels));
     let sizes = vec![k; cfg.levels];
     let mut resolved = serde_json::to_value(cfg)?;
     resolved["codebook"] = k.into();
@@ -119,7 +132,11 @@ pub fn build(v: &Vectors, cfg: &BuildConfig, rep: &dyn Reporter) -> Result<(SidT
             rq_kmeans(&v.data, v.dim, &c, rep)
         }
         QuantizerKind::RqVae => {
-            let c = RqVaeConfig { sizes: sizes.clone(), seed: cfg.seed, ..cfg.rq_vae.clone() };
+            let c = RqVaeConfig {
+                sizes: sizes.clone(),
+                seed: cfg.seed,
+                ..cfg.rq_vae.clone()
+            };
             resolved["rq_vae"] = serde_json::to_value(&c)?;
             resolved.as_object_mut().map(|o| o.remove("kmeans_iters"));
             rq_vae(&v.data, v.dim, &c, rep)?
@@ -185,15 +202,30 @@ mod tests {
     #[test]
     fn every_quantizer_and_mode_gives_a_table_and_report() {
         let v = vectors(60, 6);
-        for quantizer in [QuantizerKind::RqKmeans, QuantizerKind::RqKmeansBalanced, QuantizerKind::RqVae] {
-            for collisions in [CollisionMode::Ordinal, CollisionMode::Reassign, CollisionMode::Sinkhorn, CollisionMode::Keep] {
+        for quantizer in [
+            QuantizerKind::RqKmeans,
+            QuantizerKind::RqKmeansBalanced,
+            QuantizerKind::RqVae,
+        ] {
+            for collisions in [
+                CollisionMode::Ordinal,
+                CollisionMode::Reassign,
+                CollisionMode::Sinkhorn,
+                CollisionMode::Keep,
+            ] {
                 let cfg = BuildConfig {
                     quantizer,
                     levels: 3,
                     codebook: Some(8),
                     collisions,
                     kmeans_iters: 20,
-                    rq_vae: RqVaeConfig { hidden: vec![16], latent: 4, epochs: 5, batch_size: 64, ..RqVaeConfig::default() },
+                    rq_vae: RqVaeConfig {
+                        hidden: vec![16],
+                        latent: 4,
+                        epochs: 5,
+                        batch_size: 64,
+                        ..RqVaeConfig::default()
+                    },
                     ..BuildConfig::default()
                 };
                 let rec = Recorder::default();
@@ -202,9 +234,18 @@ mod tests {
                 // Keep leaves whatever the quantizer made.
                 let want = collisions != CollisionMode::Keep || report.before.rate == 0.0;
                 assert_eq!(report.bijection, want, "{quantizer:?} {collisions:?}");
-                assert_eq!(table.levels(), 3 + usize::from(collisions == CollisionMode::Ordinal));
+                assert_eq!(
+                    table.levels(),
+                    3 + usize::from(collisions == CollisionMode::Ordinal)
+                );
                 assert_eq!(report.after.rate == 0.0, report.bijection);
-                assert!(rec.lines().iter().any(|l| l.starts_with("message collisions:")), "{:?}", rec.lines());
+                assert!(
+                    rec.lines()
+                        .iter()
+                        .any(|l| l.starts_with("message collisions:")),
+                    "{:?}",
+                    rec.lines()
+                );
                 // Index round trip.
                 let dir = tempfile::tempdir().unwrap();
                 let p = dir.path().join("index.json");
@@ -220,9 +261,16 @@ mod tests {
 
     #[test]
     fn bad_config_is_refused_before_work() {
-        let cfg = BuildConfig { levels: 26, collisions: CollisionMode::Ordinal, ..BuildConfig::default() };
+        let cfg = BuildConfig {
+            levels: 26,
+            collisions: CollisionMode::Ordinal,
+            ..BuildConfig::default()
+        };
         assert!(format!("{:#}", cfg.validate().unwrap_err()).contains("ordinal adds one"));
-        let cfg = BuildConfig { codebook: Some(1), ..BuildConfig::default() };
+        let cfg = BuildConfig {
+            codebook: Some(1),
+            ..BuildConfig::default()
+        };
         assert!(cfg.validate().is_err());
     }
 }

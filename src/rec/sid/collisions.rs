@@ -82,7 +82,10 @@ fn groups(codes: &[Vec<u32>]) -> BTreeMap<&[u32], Vec<usize>> {
 
 /// Items that share their SID with another item.
 fn colliding(codes: &[Vec<u32>]) -> Vec<Vec<usize>> {
-    groups(codes).into_values().filter(|g| g.len() > 1).collect()
+    groups(codes)
+        .into_values()
+        .filter(|g| g.len() > 1)
+        .collect()
 }
 
 /// Applies `mode` to the quantizer's codes.
@@ -117,7 +120,11 @@ fn ordinal(q: &Quantized) -> Resolution {
     let mut moved = 0;
     for (code, mut items) in groups(&q.codes).into_iter().map(|(c, g)| (c.to_vec(), g)) {
         let last = code[code.len() - 1];
-        items.sort_by(|&a, &b| last_dist(q, a, last).total_cmp(&last_dist(q, b, last)).then(a.cmp(&b)));
+        items.sort_by(|&a, &b| {
+            last_dist(q, a, last)
+                .total_cmp(&last_dist(q, b, last))
+                .then(a.cmp(&b))
+        });
         largest = largest.max(items.len());
         for (rank, &i) in items.iter().enumerate() {
             codes[i].push(rank as u32);
@@ -146,7 +153,11 @@ fn reassign(q: &Quantized, sinkhorn: bool) -> Result<Resolution> {
     }
     if let Some((p, &m)) = per_prefix.iter().max_by_key(|(_, &m)| m) {
         if m > k as usize {
-            let prefix: String = p.iter().enumerate().map(|(l, &c)| level_token(l, c)).collect();
+            let prefix: String = p
+                .iter()
+                .enumerate()
+                .map(|(l, &c)| level_token(l, c))
+                .collect();
             bail!(
                 "--collisions reassign/sinkhorn cannot make the SIDs unique: prefix `{prefix}` holds {m} items \
                  but the last level has only {k} codes; hint: enlarge the codebook (--codebook), add a \
@@ -200,7 +211,11 @@ fn sinkhorn_codes(q: &Quantized, items: &[usize], k: u32) -> Vec<u32> {
         .map(|(i, c)| last_dist(q, i, c) as f64)
         .collect();
     // center_distance_for_constraint: to [−1, 1] around the middle of the range.
-    let (lo, hi) = d.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    let (lo, hi) = d
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
     let mid = (hi + lo) / 2.0;
     let amp = hi - mid + 1e-5;
     for x in &mut d {
@@ -242,7 +257,10 @@ fn nearest_free(q: &Quantized, codes: &mut [Vec<u32>], k: u32) {
     let levels = q.sizes.len();
     let mut by_prefix: BTreeMap<Vec<u32>, Vec<usize>> = BTreeMap::new();
     for (i, c) in codes.iter().enumerate() {
-        by_prefix.entry(c[..levels - 1].to_vec()).or_default().push(i);
+        by_prefix
+            .entry(c[..levels - 1].to_vec())
+            .or_default()
+            .push(i);
     }
     for items in by_prefix.into_values() {
         let mut holder: BTreeMap<u32, usize> = BTreeMap::new();
@@ -250,14 +268,16 @@ fn nearest_free(q: &Quantized, codes: &mut [Vec<u32>], k: u32) {
         let mut sorted = items.clone();
         sorted.sort_by(|&a, &b| {
             let (ca, cb) = (codes[a][levels - 1], codes[b][levels - 1]);
-            ca.cmp(&cb).then(last_dist(q, a, ca).total_cmp(&last_dist(q, b, cb))).then(a.cmp(&b))
+            ca.cmp(&cb)
+                .then(last_dist(q, a, ca).total_cmp(&last_dist(q, b, cb)))
+                .then(a.cmp(&b))
         });
         for i in sorted {
             let c = codes[i][levels - 1];
-            if holder.contains_key(&c) {
-                displaced.push(i);
+            if let std::collections::btree_map::Entry::Vacant(e) = holder.entry(c) {
+                e.insert(i);
             } else {
-                holder.insert(c, i);
+                displaced.push(i);
             }
         }
         if displaced.is_empty() {
@@ -296,7 +316,14 @@ mod tests {
         let mut sizes = vec![4; levels - 1];
         sizes.push(k);
         Quantized {
-            codes: prefix.into_iter().zip(&last).map(|(mut p, &l)| { p.push(l); p }).collect(),
+            codes: prefix
+                .into_iter()
+                .zip(&last)
+                .map(|(mut p, &l)| {
+                    p.push(l);
+                    p
+                })
+                .collect(),
             sizes,
             latent_dim: 1,
             last_residual: pos,
@@ -315,9 +342,17 @@ mod tests {
     #[test]
     fn ordinal_ranks_by_distance_and_sizes_the_level() {
         // Items 0, 1, 2 share code 1 (item 2 nearest it), item 3 alone at code 3.
-        let q = quantized(vec![vec![0]; 4], vec![1, 1, 1, 3], vec![1.4, 0.8, 1.05, 3.0], 4);
+        let q = quantized(
+            vec![vec![0]; 4],
+            vec![1, 1, 1, 3],
+            vec![1.4, 0.8, 1.05, 3.0],
+            4,
+        );
         let r = resolve(&q, CollisionMode::Ordinal).unwrap();
-        assert_eq!(r.codes, vec![vec![0, 1, 2], vec![0, 1, 1], vec![0, 1, 0], vec![0, 3, 0]]);
+        assert_eq!(
+            r.codes,
+            vec![vec![0, 1, 2], vec![0, 1, 1], vec![0, 1, 0], vec![0, 3, 0]]
+        );
         assert_eq!(r.sizes, vec![4, 4, 3]);
         assert_eq!(r.moved, 2);
         assert!(table(&r).is_bijection());
@@ -334,7 +369,11 @@ mod tests {
         assert_eq!(lasts, vec![1, 2, 0]);
         assert_eq!(r.sizes, vec![4, 8]);
         // Moved: 1.9 → 2 (was 0.81 from code 1, now 0.01) and 0.2 → 0 (0.64 → 0.04).
-        assert!((r.moved_extra_error - (-0.8 - 0.6) / 2.0).abs() < 1e-5, "{}", r.moved_extra_error);
+        assert!(
+            (r.moved_extra_error - (-0.8 - 0.6) / 2.0).abs() < 1e-5,
+            "{}",
+            r.moved_extra_error
+        );
         // LC-Rec's Sinkhorn spreads the three items over all eight codes first: unique, but
         // item 0 leaves its own code and item 1 lands far away.
         let s = resolve(&q, CollisionMode::Sinkhorn).unwrap();
@@ -349,7 +388,10 @@ mod tests {
     fn reassign_that_cannot_fit_says_why() {
         let q = quantized(vec![vec![2]; 3], vec![0, 0, 1], vec![0.0, 0.1, 1.0], 2);
         let e = format!("{:#}", resolve(&q, CollisionMode::Reassign).unwrap_err());
-        assert!(e.contains("`<a_2>` holds 3 items") && e.contains("ordinal"), "{e}");
+        assert!(
+            e.contains("`<a_2>` holds 3 items") && e.contains("ordinal"),
+            "{e}"
+        );
         // Keep leaves them.
         let r = resolve(&q, CollisionMode::Keep).unwrap();
         assert!(!table(&r).is_bijection());

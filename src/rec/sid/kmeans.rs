@@ -114,7 +114,10 @@ pub fn kmeans(data: &[f32], dim: usize, cfg: &KMeansConfig) -> Clustering {
         let next: Vec<u32> = if cfg.balanced {
             balanced_assign(&distances(data, dim, &centroids), n, k).0
         } else {
-            nearest(data, dim, &centroids).into_iter().map(|(c, _)| c).collect()
+            nearest(data, dim, &centroids)
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect()
         };
         let changed = next != assign;
         assign = next;
@@ -224,7 +227,12 @@ fn means(data: &[f32], dim: usize, assign: &[u32], old: &[f32], reseed: bool) ->
             .zip(assign)
             .enumerate()
             .filter(|(_, (_, &a))| count[a as usize] > 1)
-            .map(|(i, (x, &a))| (sq_dist(x, &out[a as usize * dim..(a as usize + 1) * dim]), i))
+            .map(|(i, (x, &a))| {
+                (
+                    sq_dist(x, &out[a as usize * dim..(a as usize + 1) * dim]),
+                    i,
+                )
+            })
             .collect();
         far.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         for (c, (_, i)) in empty.into_iter().zip(far) {
@@ -278,6 +286,7 @@ pub fn balanced_assign(dist: &[f32], n: usize, k: usize) -> (Vec<u32>, f64) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rand::Rng;
 
     /// `per` points around each of `centres` (2-D), jittered by ±0.05.
     fn blobs(centres: &[[f32; 2]], per: usize, seed: u64) -> Vec<f32> {
@@ -296,7 +305,12 @@ mod tests {
     fn plain_kmeans_finds_separated_blobs() {
         let centres = [[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]];
         let data = blobs(&centres, 25, 1);
-        let cfg = KMeansConfig { k: 4, max_iter: 50, balanced: false, seed: 7 };
+        let cfg = KMeansConfig {
+            k: 4,
+            max_iter: 50,
+            balanced: false,
+            seed: 7,
+        };
         let c = kmeans(&data, 2, &cfg);
         // Each blob is one cluster.
         for b in 0..4 {
@@ -315,7 +329,16 @@ mod tests {
         // balanced must cut the big blob to give 20 / 20.
         let mut data = blobs(&[[0.0, 0.0]], 30, 2);
         data.extend(blobs(&[[9.0, 9.0]], 10, 3));
-        let c = kmeans(&data, 2, &KMeansConfig { k: 2, max_iter: 50, balanced: true, seed: 1 });
+        let c = kmeans(
+            &data,
+            2,
+            &KMeansConfig {
+                k: 2,
+                max_iter: 50,
+                balanced: true,
+                seed: 1,
+            },
+        );
         assert_eq!(c.counts(2), vec![20, 20]);
         // The far blob stays together.
         let far = c.assign[30];
@@ -337,7 +360,16 @@ mod tests {
     fn more_clusters_than_points_and_duplicates() {
         let data = vec![1.0, 1.0, 1.0, 1.0, 2.0, 2.0];
         for balanced in [false, true] {
-            let c = kmeans(&data, 2, &KMeansConfig { k: 5, max_iter: 10, balanced, seed: 0 });
+            let c = kmeans(
+                &data,
+                2,
+                &KMeansConfig {
+                    k: 5,
+                    max_iter: 10,
+                    balanced,
+                    seed: 0,
+                },
+            );
             assert_eq!(c.assign.len(), 3);
             assert!(c.assign.iter().all(|&a| a < 5));
             if balanced {

@@ -115,7 +115,12 @@ pub struct SidReport {
 impl SidReport {
     /// A few lines for a person.
     pub fn summary(&self, table: &SidTable) -> Vec<String> {
-        let sizes = self.codebook.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" × ");
+        let sizes = self
+            .codebook
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(" × ");
         let mut out = vec![
             format!(
                 "{}: {} items of dim {} → {} levels ({sizes}, code space {:.1}× the items) in {:.1} s",
@@ -172,7 +177,10 @@ mod tests {
     fn hand_computed_stats() {
         let codes = vec![vec![0, 1], vec![0, 1], vec![1, 2], vec![1, 3]];
         let c = CollisionStats::of(&codes);
-        assert_eq!((c.rate, c.colliding_items, c.distinct_sids, c.largest_group), (0.5, 2, 3, 2));
+        assert_eq!(
+            (c.rate, c.colliding_items, c.distinct_sids, c.largest_group),
+            (0.5, 2, 3, 2)
+        );
         let l = level_stats(&codes, &[4, 4]);
         // Level 0: two codes used equally → perplexity 2; level 1: shares ½, ¼, ¼ →
         // exp(½ ln 2 + ½ ln 4) = 2^1.5.

@@ -26,7 +26,11 @@ pub fn rq_kmeans(data: &[f32], dim: usize, cfg: &RqKMeansConfig, rep: &dyn Repor
     let mut codes = vec![Vec::with_capacity(levels); n];
     let (mut last_residual, mut last_codebook) = (Vec::new(), Vec::new());
     rep.begin(
-        if cfg.balanced { "rq-kmeans-balanced" } else { "rq-kmeans" },
+        if cfg.balanced {
+            "rq-kmeans-balanced"
+        } else {
+            "rq-kmeans"
+        },
         levels as u64,
         0,
     );
@@ -51,15 +55,26 @@ pub fn rq_kmeans(data: &[f32], dim: usize, cfg: &RqKMeansConfig, rep: &dyn Repor
                 *x -= m;
             }
         }
-        let mse = residual.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>() / residual.len() as f64;
+        let mse = residual
+            .iter()
+            .map(|&x| (x as f64) * (x as f64))
+            .sum::<f64>()
+            / residual.len() as f64;
         rep.progress(
             l as u64 + 1,
-            &[("level", l as f64), ("iterations", c.iterations as f64), ("residual_mse", mse)],
+            &[
+                ("level", l as f64),
+                ("iterations", c.iterations as f64),
+                ("residual_mse", mse),
+            ],
         );
     }
     rep.end();
     // What is left after the last level is exactly x − x̂.
-    let sq: f64 = residual.chunks_exact(dim).map(|r| sq_dist(r, &vec![0.0; dim]) as f64).sum();
+    let sq: f64 = residual
+        .chunks_exact(dim)
+        .map(|r| sq_dist(r, &vec![0.0; dim]) as f64)
+        .sum();
     let norm: f64 = data.iter().map(|&x| (x as f64) * (x as f64)).sum();
     Quantized {
         codes,
@@ -90,9 +105,18 @@ mod tests {
             }
         }
         for balanced in [false, true] {
-            let cfg = RqKMeansConfig { sizes: vec![4, 4], balanced, max_iter: 50, seed: 3 };
+            let cfg = RqKMeansConfig {
+                sizes: vec![4, 4],
+                balanced,
+                max_iter: 50,
+                seed: 3,
+            };
             let q = rq_kmeans(&data, 2, &cfg, &Silent);
-            assert!(q.reconstruction_mse < 1e-10, "{balanced}: {}", q.reconstruction_mse);
+            assert!(
+                q.reconstruction_mse < 1e-10,
+                "{balanced}: {}",
+                q.reconstruction_mse
+            );
             // 16 distinct SIDs: the two levels are independent.
             let distinct: std::collections::HashSet<_> = q.codes.iter().collect();
             assert_eq!(distinct.len(), 16);

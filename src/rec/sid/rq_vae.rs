@@ -74,15 +74,24 @@ impl Default for RqVaeConfig {
 
 impl RqVaeConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(!self.sizes.is_empty() && self.sizes.iter().all(|&k| k >= 1), "rq-vae: every level needs ≥ 1 code");
-        ensure!(self.latent >= 1 && self.hidden.iter().all(|&h| h >= 1), "rq-vae: layer widths must be ≥ 1");
+        ensure!(
+            !self.sizes.is_empty() && self.sizes.iter().all(|&k| k >= 1),
+            "rq-vae: every level needs ≥ 1 code"
+        );
+        ensure!(
+            self.latent >= 1 && self.hidden.iter().all(|&h| h >= 1),
+            "rq-vae: layer widths must be ≥ 1"
+        );
         ensure!(self.epochs >= 1, "rq-vae: epochs must be ≥ 1");
         ensure!(self.batch_size >= 1, "rq-vae: batch size must be ≥ 1");
         ensure!(
             self.learning_rate > 0.0 && self.learning_rate.is_finite(),
             "rq-vae: learning rate must be positive"
         );
-        ensure!(self.beta >= 0.0 && self.beta.is_finite(), "rq-vae: beta must be ≥ 0");
+        ensure!(
+            self.beta >= 0.0 && self.beta.is_finite(),
+            "rq-vae: beta must be ≥ 0"
+        );
         Ok(())
     }
 }
@@ -94,13 +103,24 @@ struct Mlp {
 
 impl Mlp {
     /// torch's `Linear` initialisation: weight and bias uniform on ±1/√fan_in.
-    fn new(widths: &[usize], name: &str, rng: &mut ChaCha8Rng, params: &mut Vec<(String, Var)>) -> Result<Self> {
+    fn new(
+        widths: &[usize],
+        name: &str,
+        rng: &mut ChaCha8Rng,
+        params: &mut Vec<(String, Var)>,
+    ) -> Result<Self> {
         let mut layers = Vec::new();
         for (i, w) in widths.windows(2).enumerate() {
             let (fan_in, fan_out) = (w[0], w[1]);
             let bound = 1.0 / (fan_in as f32).sqrt();
-            let mut draw = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-bound..bound)).collect() };
-            let weight = Var::from_tensor(&Tensor::from_vec(draw(fan_in * fan_out), (fan_out, fan_in), &Device::Cpu)?)?;
+            let mut draw = |len: usize| -> Vec<f32> {
+                (0..len).map(|_| rng.random_range(-bound..bound)).collect()
+            };
+            let weight = Var::from_tensor(&Tensor::from_vec(
+                draw(fan_in * fan_out),
+                (fan_out, fan_in),
+                &Device::Cpu,
+            )?)?;
             let bias = Var::from_tensor(&Tensor::from_vec(draw(fan_out), fan_out, &Device::Cpu)?)?;
             params.push((format!("{name}.{i}.weight"), weight.clone()));
             params.push((format!("{name}.{i}.bias"), bias.clone()));
@@ -112,7 +132,9 @@ impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for (i, (w, b)) in self.layers.iter().enumerate() {
-            h = h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?; // [b, out]
+            h = h
+                .matmul(&w.as_tensor().t()?)?
+                .broadcast_add(b.as_tensor())?; // [b, out]
             if i + 1 < self.layers.len() {
                 h = h.relu()?;
             }
@@ -141,14 +163,22 @@ struct Quant {
 fn nearest(r: &Tensor, e: &Tensor) -> Result<Tensor> {
     let r2 = r.sqr()?.sum_keepdim(1)?; // [b, 1]
     let e2 = e.sqr()?.sum_keepdim(1)?.t()?; // [1, K]
-    let d = r.matmul(&e.t()?)?.affine(-2.0, 0.0)?.broadcast_add(&r2)?.broadcast_add(&e2)?; // [b, K]
+    let d = r
+        .matmul(&e.t()?)?
+        .affine(-2.0, 0.0)?
+        .broadcast_add(&r2)?
+        .broadcast_add(&e2)?; // [b, K]
     Ok(d.argmin_keepdim(D::Minus1)?.squeeze(D::Minus1)?)
 }
 
 impl Model {
     fn quantize(&self, z: &Tensor) -> Result<Quant> {
         let mut r = z.detach();
-        let mut q = Quant { codes: Vec::new(), residuals: Vec::new(), picked: Vec::new() };
+        let mut q = Quant {
+            codes: Vec::new(),
+            residuals: Vec::new(),
+            picked: Vec::new(),
+        };
         for cb in &self.codebooks {
             let idx = nearest(&r, &cb.as_tensor().detach())?; // [b]
             let e = cb.as_tensor().index_select(&idx, 0)?; // [b, latent]
@@ -182,7 +212,12 @@ impl Model {
 }
 
 /// Trains on the `[n, dim]` rows of `data` and codes every row.
-pub fn rq_vae(data: &[f32], dim: usize, cfg: &RqVaeConfig, rep: &dyn Reporter) -> Result<Quantized> {
+pub fn rq_vae(
+    data: &[f32],
+    dim: usize,
+    cfg: &RqVaeConfig,
+    rep: &dyn Reporter,
+) -> Result<Quantized> {
     cfg.validate()?;
     let n = data.len() / dim;
     let t0 = Instant::now();
@@ -200,14 +235,25 @@ pub fn rq_vae(data: &[f32], dim: usize, cfg: &RqVaeConfig, rep: &dyn Reporter) -
         params.push((format!("codebook.{l}"), v.clone()));
         codebooks.push(v);
     }
-    let model = Model { enc, dec, codebooks, params };
+    let model = Model {
+        enc,
+        dec,
+        codebooks,
+        params,
+    };
     let mut opt = AdamW::new(
         model.params.clone(),
-        AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() },
+        AdamWConfig {
+            weight_decay: cfg.weight_decay,
+            ..AdamWConfig::default()
+        },
     )?;
     let all = Tensor::from_slice(data, (n, dim), &Device::Cpu)?;
     let mut order: Vec<u32> = (0..n as u32).collect();
-    let mut log = TrainingLog { epochs: cfg.epochs, ..TrainingLog::default() };
+    let mut log = TrainingLog {
+        epochs: cfg.epochs,
+        ..TrainingLog::default()
+    };
     let mut initialised = false;
     rep.begin("rq-vae", cfg.epochs as u64, 0);
     for epoch in 0..cfg.epochs {
@@ -246,7 +292,10 @@ pub fn rq_vae(data: &[f32], dim: usize, cfg: &RqVaeConfig, rep: &dyn Reporter) -
         }
         rep.progress(
             epoch as u64 + 1,
-            &[("loss", sum_loss / batches as f64), ("recon", sum_recon / batches as f64)],
+            &[
+                ("loss", sum_loss / batches as f64),
+                ("recon", sum_recon / batches as f64),
+            ],
         );
     }
     rep.end();
@@ -304,14 +353,23 @@ fn reset_dead(model: &Model, q: &Quant, used: &[Vec<bool>]) -> Result<usize> {
             resets += 1;
         }
         let (rows, cols) = (book.len(), book[0].len());
-        cb.set(&Tensor::from_vec(book.concat(), (rows, cols), &Device::Cpu)?)?;
+        cb.set(&Tensor::from_vec(
+            book.concat(),
+            (rows, cols),
+            &Device::Cpu,
+        )?)?;
     }
     Ok(resets)
 }
 
 /// Codes of every item, the reconstruction error through the decoder, and what collision
 /// handling needs (last residual and codebook).
-fn encode_all(model: &Model, all: &Tensor, cfg: &RqVaeConfig, log: TrainingLog) -> Result<Quantized> {
+fn encode_all(
+    model: &Model,
+    all: &Tensor,
+    cfg: &RqVaeConfig,
+    log: TrainingLog,
+) -> Result<Quantized> {
     let (n, dim) = all.dims2()?;
     let levels = cfg.sizes.len();
     let mut codes = vec![Vec::with_capacity(levels); n];
@@ -338,7 +396,10 @@ fn encode_all(model: &Model, all: &Tensor, cfg: &RqVaeConfig, log: TrainingLog) 
         sq += (xhat - &x)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
         norm += x.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
     }
-    let last_codebook: Vec<f32> = model.codebooks[levels - 1].as_tensor().flatten_all()?.to_vec1()?;
+    let last_codebook: Vec<f32> = model.codebooks[levels - 1]
+        .as_tensor()
+        .flatten_all()?
+        .to_vec1()?;
     Ok(Quantized {
         codes,
         sizes: cfg.sizes.clone(),
@@ -361,7 +422,11 @@ mod tests {
     fn clustered(seed: u64) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let centres: Vec<Vec<f32>> = (0..8)
-            .map(|_| (0..16).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect())
+            .map(|_| {
+                (0..16)
+                    .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+                    .collect()
+            })
             .collect();
         let mut v = Vec::new();
         for c in &centres {
@@ -400,7 +465,10 @@ mod tests {
         // The coarse level recovers the 8 clusters: each cluster on one code.
         for c in 0..8 {
             let codes: Vec<u32> = q.codes[c * 24..(c + 1) * 24].iter().map(|x| x[0]).collect();
-            assert!(codes.iter().all(|&x| x == codes[0]), "cluster {c}: {codes:?}");
+            assert!(
+                codes.iter().all(|&x| x == codes[0]),
+                "cluster {c}: {codes:?}"
+            );
         }
         assert!(q.reconstruction_mse < 0.1, "{}", q.reconstruction_mse);
         assert_eq!(q.last_residual.len(), 192 * 8);

@@ -118,7 +118,11 @@ fn read_ids(path: &Path, rows: usize) -> Result<Vec<String>> {
         .with_context(|| format!("reading item ids {}", path.display()))?;
     let ids: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     if let Some(i) = ids.iter().position(String::is_empty) {
-        bail!("{}: line {} is blank; hint: one item id per line, in row order", path.display(), i + 1);
+        bail!(
+            "{}: line {} is blank; hint: one item id per line, in row order",
+            path.display(),
+            i + 1
+        );
     }
     ensure!(
         ids.len() == rows,
@@ -132,12 +136,18 @@ fn read_ids(path: &Path, rows: usize) -> Result<Vec<String>> {
 /// NumPy's `.npy` bytes → (rows, dim, data). Only what item embeddings need: 2-D, C order,
 /// little-endian f32 or f64.
 pub fn parse_npy(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>)> {
-    ensure!(bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY", "missing the \\x93NUMPY magic");
+    ensure!(
+        bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY",
+        "missing the \\x93NUMPY magic"
+    );
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 => {
             ensure!(bytes.len() >= 12, "truncated header");
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => bail!("unsupported .npy version {v}"),
     };
@@ -404,16 +414,32 @@ mod tests {
         std::fs::write(&p, npy("<f4", false, "(2, 1)", &[1.0, 2.0])).unwrap();
         let ids = dir.path().join("ids.txt");
         std::fs::write(&ids, "a\n").unwrap();
-        let e = Vectors::read(&VectorSource { ids: Some(ids.clone()), ..src(p.clone()) }).unwrap_err();
+        let e = Vectors::read(&VectorSource {
+            ids: Some(ids.clone()),
+            ..src(p.clone())
+        })
+        .unwrap_err();
         assert!(format!("{e:#}").contains("1 item ids for 2"), "{e:#}");
         std::fs::write(&ids, "a\na\n").unwrap();
-        let e = Vectors::read(&VectorSource { ids: Some(ids), ..src(p) }).unwrap_err();
+        let e = Vectors::read(&VectorSource {
+            ids: Some(ids),
+            ..src(p)
+        })
+        .unwrap_err();
         assert!(format!("{e:#}").contains("`a` appears twice"), "{e:#}");
     }
 
-    fn write_st(p: &Path, name: &str, ids: Option<&str>, dtype: Dtype, bytes: &[u8], shape: &[usize]) {
+    fn write_st(
+        p: &Path,
+        name: &str,
+        ids: Option<&str>,
+        dtype: Dtype,
+        bytes: &[u8],
+        shape: &[usize],
+    ) {
         let view = safetensors::tensor::TensorView::new(dtype, shape.to_vec(), bytes).unwrap();
-        let meta = ids.map(|s| std::collections::HashMap::from([("item_ids".to_string(), s.to_string())]));
+        let meta =
+            ids.map(|s| std::collections::HashMap::from([("item_ids".to_string(), s.to_string())]));
         safetensors::serialize_to_file([(name, view)], meta, p).unwrap();
     }
 
@@ -421,8 +447,18 @@ mod tests {
     fn safetensors_with_ids_and_named_tensor() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("e.safetensors");
-        let vals: Vec<u8> = [1f32, 2., 3., 4.].iter().flat_map(|x| x.to_le_bytes()).collect();
-        write_st(&p, "embeddings", Some(r#"["x","y"]"#), Dtype::F32, &vals, &[2, 2]);
+        let vals: Vec<u8> = [1f32, 2., 3., 4.]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        write_st(
+            &p,
+            "embeddings",
+            Some(r#"["x","y"]"#),
+            Dtype::F32,
+            &vals,
+            &[2, 2],
+        );
         let v = Vectors::read(&src(p.clone())).unwrap();
         assert_eq!(v.ids, vec!["x", "y"]);
         assert_eq!(v.row(1), &[3.0, 4.0]);
@@ -430,12 +466,29 @@ mod tests {
         let vals: Vec<u8> = [1f64, 2.].iter().flat_map(|x| x.to_le_bytes()).collect();
         write_st(&p, "emb", None, Dtype::F64, &vals, &[1, 2]);
         let e = format!("{:#}", Vectors::read(&src(p.clone())).unwrap_err());
-        assert!(e.contains("no tensor `embeddings`") && e.contains("emb") && e.contains("--tensor"), "{e}");
-        let v = Vectors::read(&VectorSource { tensor: Some("emb".into()), ..src(p.clone()) }).unwrap();
-        assert_eq!((v.ids.clone(), v.data.clone()), (vec!["0".to_string()], vec![1.0, 2.0]));
+        assert!(
+            e.contains("no tensor `embeddings`") && e.contains("emb") && e.contains("--tensor"),
+            "{e}"
+        );
+        let v = Vectors::read(&VectorSource {
+            tensor: Some("emb".into()),
+            ..src(p.clone())
+        })
+        .unwrap();
+        assert_eq!(
+            (v.ids.clone(), v.data.clone()),
+            (vec!["0".to_string()], vec![1.0, 2.0])
+        );
         // Ids that do not match the rows.
         let vals: Vec<u8> = [1f32, 2.].iter().flat_map(|x| x.to_le_bytes()).collect();
-        write_st(&p, "embeddings", Some(r#"["x","y"]"#), Dtype::F32, &vals, &[1, 2]);
+        write_st(
+            &p,
+            "embeddings",
+            Some(r#"["x","y"]"#),
+            Dtype::F32,
+            &vals,
+            &[1, 2],
+        );
         let e = format!("{:#}", Vectors::read(&src(p)).unwrap_err());
         assert!(e.contains("names 2 items for 1 rows"), "{e}");
     }
@@ -454,7 +507,10 @@ mod tests {
         assert_eq!(v.data, vec![1.0, 2.0, 3.5, 4.0]);
         std::fs::write(&p, "{\"item_id\": \"a\", \"embedding\": [1, 2]}\n{\"item_id\": \"b\", \"embedding\": [1]}\n").unwrap();
         let e = format!("{:#}", Vectors::read(&src(p.clone())).unwrap_err());
-        assert!(e.contains("line 2") && e.contains("`b` has 1 values"), "{e}");
+        assert!(
+            e.contains("line 2") && e.contains("`b` has 1 values"),
+            "{e}"
+        );
         std::fs::write(&p, "{\"id\": \"a\", \"embedding\": [1, 2]}\n").unwrap();
         let e = format!("{:#}", Vectors::read(&src(p.clone())).unwrap_err());
         assert!(e.contains("e.jsonl line 1"), "{e}");
