@@ -41,4 +41,14 @@ for K in 16 256; do
     done
   done
 done
+# Where the collisions go: 3 × 32 and 4 × 16 with the balanced quantizer (cheap).
+for LK in "3 32" "4 16"; do
+  set -- $LK
+  for C in keep reassign; do
+    OUT="$ROOT/rq-kmeans-balanced-$1x$2-$C"
+    rm -rf "$OUT"
+    "$BIN" sid build --embeddings "$EMB" --quantizer rq-kmeans-balanced --levels "$1" --codebook "$2" \
+      --collisions "$C" --seed 0 --out "$OUT" >"$OUT.log" 2>&1 || echo "failed: balanced $1x$2 $C"
+  done
+done
 echo "done: $ROOT"

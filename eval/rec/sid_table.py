@@ -29,5 +29,5 @@ for rep in sorted(root.glob("*/report.json")):
     )
 for log in sorted(root.glob("*.log")):
     if not (root / log.stem / "report.json").exists():
-        last = [l for l in log.read_text().splitlines() if l.strip()][-2:]
-        print(f"\n`{log.stem}` failed: {' '.join(last)}")
+        err = [l for l in log.read_text().splitlines() if l.startswith("error:")]
+        print(f"\n`{log.stem}` failed: {err[-1] if err else log.read_text().splitlines()[-1]}")

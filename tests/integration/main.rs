@@ -13,6 +13,7 @@ mod golden_metrics;
 mod judge;
 mod layering;
 mod rec_baseline;
+mod sid_build;
 mod trainer;
 mod tree_mdp;
 mod vocab;
