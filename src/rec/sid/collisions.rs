@@ -274,10 +274,11 @@ fn nearest_free(q: &Quantized, codes: &mut [Vec<u32>], k: u32) {
         });
         for i in sorted {
             let c = codes[i][levels - 1];
-            if let std::collections::btree_map::Entry::Vacant(e) = holder.entry(c) {
-                e.insert(i);
-            } else {
-                displaced.push(i);
+            match holder.entry(c) {
+                std::collections::btree_map::Entry::Occupied(_) => displaced.push(i),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                }
             }
         }
         if displaced.is_empty() {
