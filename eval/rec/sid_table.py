@@ -8,7 +8,15 @@ import pathlib
 import sys
 
 root = pathlib.Path(sys.argv[1])
-print("| quantizer | levels × K | collisions | collision rate before → after | moved | utilization per level | perplexity per level | recon. MSE | relative error | seconds |")
+
+
+def extra(r):
+    if r["moved_items"] and r["collisions_mode"] in ("reassign", "sinkhorn"):
+        return f" ({r['moved_extra_error']:+.2e})"
+    return ""
+
+
+print("| quantizer | levels × K | collisions | collision rate before → after | moved (Δ squared error each) | utilization per level | perplexity per level | recon. MSE | relative error | seconds |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for rep in sorted(root.glob("*/report.json")):
     r = json.loads(rep.read_text())
@@ -17,9 +25,9 @@ for rep in sorted(root.glob("*/report.json")):
     k = "×".join(str(x) for x in r["codebook"])
     print(
         f"| {r['quantizer']} | {k} | {r['collisions_mode']} | {100 * r['before']['rate']:.2f} % → {100 * r['after']['rate']:.2f} % "
-        f"| {r['moved_items']} | {util} | {ppl} | {r['reconstruction_mse']:.2e} | {r['relative_error']:.3f} | {r['quantize_seconds']:.1f} |"
+        f"| {r['moved_items']}{extra(r)} | {util} | {ppl} | {r['reconstruction_mse']:.2e} | {r['relative_error']:.3f} | {r['quantize_seconds']:.1f} |"
     )
 for log in sorted(root.glob("*.log")):
     if not (root / log.stem / "report.json").exists():
-        last = [l for l in log.read_text().splitlines() if l.strip()][-2:]
-        print(f"\n`{log.stem}` failed: {' '.join(last)}")
+        err = [l for l in log.read_text().splitlines() if l.startswith("error:")]
+        print(f"\n`{log.stem}` failed: {err[-1] if err else log.read_text().splitlines()[-1]}")

@@ -38,7 +38,10 @@ pub struct BuildArgs {
     /// at most 256; 16 for 1682 items).
     #[arg(long)]
     pub codebook: Option<usize>,
-    #[arg(long, value_enum, default_value = "reassign")]
+    /// What to do with items that share a SID: append an in-group ordinal level (always
+    /// unique), move them to the nearest free last-level codes (reassign) or LC-Rec's Sinkhorn
+    /// rounds first (sinkhorn), or keep them as item sets.
+    #[arg(long, value_enum, default_value = "ordinal")]
     pub collisions: CollisionMode,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

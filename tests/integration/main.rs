@@ -17,6 +17,7 @@ mod minilm;
 mod newcomer;
 mod rec_baseline;
 mod rec_rl;
+mod sid_build;
 mod trainer;
 mod tree_mdp;
 mod vocab;

@@ -72,7 +72,7 @@ impl Default for BuildConfig {
             quantizer: QuantizerKind::RqKmeansBalanced,
             levels: 3,
             codebook: None,
-            collisions: CollisionMode::Reassign,
+            collisions: CollisionMode::Ordinal,
             seed: 0,
             kmeans_iters: 100,
             rq_vae: RqVaeConfig::default(),

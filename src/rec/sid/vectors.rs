@@ -58,7 +58,7 @@ impl Vectors {
                 (row_ids(n), dim, data)
             }
             "safetensors" => read_safetensors(p, src.tensor.as_deref())?,
-            "jsonl" | "json" => read_jsonl(p)?,
+            "jsonl" => read_jsonl(p)?,
             _ => bail!(
                 "{}: unknown embeddings format `.{ext}`; hint: give a .npy, .safetensors or .jsonl file",
                 p.display()
@@ -66,7 +66,7 @@ impl Vectors {
         };
         if let Some(idf) = &src.ids {
             ensure!(
-                ext != "jsonl" && ext != "json",
+                ext != "jsonl",
                 "--ids is for .npy / .safetensors; {} names its items itself",
                 p.display()
             );
