@@ -2,6 +2,7 @@
 //! embeddings, rankers and their metrics.
 
 pub mod action_space;
+pub mod atomic;
 pub mod baselines;
 pub mod dataset;
 pub mod embed;
