@@ -15,8 +15,9 @@
 //! registers) R = 4, C = 3: 12 accumulators, 7 loads per 12 FMAs. One row alone is memory-bound:
 //! 8 weight rows at a time. The input rows are first copied to a 64-byte-aligned buffer (m·k
 //! floats, next to nothing against the weights) so every 16-lane load reads a single cache line.
-//! Measured at SmolLM2-135M's shapes against the AVX2 kernel on a Sapphire Rapids VM
-//! (eval/results/speed/): about the same at 1–4 rows (memory-bound), 1.2–1.4× faster at 8–32.
+//! Measured at SmolLM2-135M's shapes against the AVX2 kernel on a shared Sapphire Rapids VM
+//! (eval/results/speed/): the same at 1–4 rows (memory-bound), 1.2–1.4× faster at 8–32 rows for
+//! the matmuls alone; a whole decode step 1.19× at batch 16 and 1.32× at 32.
 //!
 //! Accumulation order (so "exact within float tolerance" is checkable), with L the lane count
 //! (16 with AVX-512, 8 with AVX2 or without SIMD): y[i][o] is, per lane l ∈ 0..L, the fused
