@@ -10,21 +10,22 @@
 //!
 //! Blocking: rayon splits the output columns into chunks; within a chunk, a tile of C weight rows
 //! (at most C · 1536 f32, so it stays in L1) meets the input rows R at a time: R·C independent
-//! vector accumulators, C weight vectors and 1 input vector in registers. With AVX-512 (16 lanes,
-//! 32 registers) R = 8, C = 3: 24 accumulators, 11 loads per 24 FMAs; with AVX2 (8 lanes, 16
-//! registers) R = 4, C = 3: 12 accumulators, 7 loads per 12 FMAs. One row alone is memory-bound:
-//! 8 weight rows at a time. The input rows are first copied to a 64-byte-aligned buffer (m·k
-//! floats, next to nothing against the weights) so every 16-lane load reads a single cache line.
-//! Measured at SmolLM2-135M's shapes against the AVX2 kernel on a shared Sapphire Rapids VM
-//! (eval/results/speed/): the same at 1–4 rows (memory-bound), 1.2–1.4× faster at 8–32 rows for
-//! the matmuls alone; a whole decode step 1.19× at batch 16 and 1.32× at 32.
+//! 8-lane accumulators, C weight vectors and 1 input vector in registers. AVX2 (16 registers):
+//! R = 4, C = 3, 7 loads per 12 FMAs. With AVX-512 (32 registers, still 8-lane vectors so the
+//! summation order is the same on every CPU): R = 8, C = 3, 11 loads per 24 FMAs. One row alone
+//! is memory-bound: 8 weight rows at a time. The input rows are first copied to a 64-byte-aligned
+//! buffer (m·k floats, next to nothing against the weights) so vector loads of x never split a
+//! cache line. A 16-lane (`__m512`) variant of the 8 × 3 tile measured 1.2–1.4× the AVX2 kernel
+//! at 8–32 rows and a whole decode step 1.19× at batch 16, 1.32× at 32 (eval/results/speed/), but
+//! its summation order moved a sampled token of the seeded golden RL run
+//! (tests/integration/golden_metrics.rs, made on AVX2), so it is not used; the 8-lane AVX-512
+//! tile is not measured yet.
 //!
-//! Accumulation order (so "exact within float tolerance" is checkable), with L the lane count
-//! (16 with AVX-512, 8 with AVX2 or without SIMD): y[i][o] is, per lane l ∈ 0..L, the fused
-//! multiply-add chain over k ≡ l (mod L) in increasing k (k < in − in % L); with L = 16 lanes l
-//! and l + 8 are then added (l < 8); the 8 sums are added as ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)),
-//! then the remaining in % L products in increasing k. gemm's order differs, so results agree
-//! with the composite matmul to rounding (≈1e-6 relative), not bitwise.
+//! Accumulation order (so "exact within float tolerance" is checkable), the same for every path:
+//! y[i][o] is, per lane l ∈ 0..8, the fused multiply-add chain over k ≡ l (mod 8) in increasing
+//! k (k < in − in % 8), then the 8 lanes summed as ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)), then the
+//! remaining in % 8 products added in increasing k. gemm's order differs, so results agree with
+//! the composite matmul to rounding (≈1e-6 relative), not bitwise.
 
 use candle_core::{bail, Result, Storage, Tensor};
 use rayon::prelude::*;
@@ -58,6 +59,7 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
                 && std::is_x86_feature_detected!("avx2")
                 && std::is_x86_feature_detected!("fma")
             {
@@ -90,11 +92,9 @@ impl Isa {
     /// Lanes per accumulator, which fixes the summation order (module docs).
     #[cfg(test)]
     pub(super) fn lanes(self) -> usize {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => 16,
-            _ => 8,
-        }
+        // Every path sums in 8 lanes (see `x86::columns_avx512`); 16 would be the `__m512` order.
+        let _ = self;
+        8
     }
 }
 
@@ -395,7 +395,7 @@ mod x86 {
         columns::<__m256, 4>(x, w, m, k, n, o0, o1, out)
     }
 
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn columns_avx512(
         x: &[f32],
@@ -407,7 +407,11 @@ mod x86 {
         o1: usize,
         out: OutPtr,
     ) {
-        columns::<__m512, 8>(x, w, m, k, n, o0, o1, out)
+        // 8-lane vectors, but AVX-512's 32 registers hold 8 × 3 tiles: the summation order stays
+        // AVX2's and the portable loop's on every CPU, so seeded runs (the golden RL metrics)
+        // do not depend on the machine. 16-lane vectors (`__m512`) measured faster (module
+        // docs) but changed sampled tokens against goldens made on AVX2.
+        columns::<__m256, 8>(x, w, m, k, n, o0, o1, out)
     }
 }
 
