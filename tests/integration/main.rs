@@ -19,5 +19,6 @@ mod rec_baseline;
 mod rec_rl;
 mod sid_build;
 mod trainer;
+mod trackrec;
 mod tree_mdp;
 mod vocab;
