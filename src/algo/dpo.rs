@@ -370,7 +370,7 @@ impl Algorithm for PreferenceAlgo {
         };
         let policy = b.sequence_sums(&cur.logp)?; // (S,)
         let reference = b.sequence_sums(ref_logp)?; // (S,)
-        // Runs of one group id: the chosen sequence, then its rejected ones.
+                                                    // Runs of one group id: the chosen sequence, then its rejected ones.
         let mut rejected: Vec<usize> = Vec::new();
         for (i, g) in b.groups.iter().enumerate() {
             match i.checked_sub(1).map(|j| b.groups[j]) {

@@ -131,7 +131,10 @@ fn a_run_killed_during_sdpo_resumes_to_the_same_v_metrics() {
     run::run(&plan, &whole, &Silent).unwrap();
     let evals = eval_lines(&whole);
     let stages: Vec<&str> = evals.iter().map(|v| v["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["eval-zero-shot", "eval-no-cot", "eval-r0", "eval-r1"]);
+    assert_eq!(
+        stages,
+        ["eval-zero-shot", "eval-no-cot", "eval-r0", "eval-r1"]
+    );
     for v in &evals {
         assert_eq!(v["count"], 6);
         assert!(v["auc"].as_f64().is_some(), "{v}");
@@ -149,7 +152,10 @@ fn a_run_killed_during_sdpo_resumes_to_the_same_v_metrics() {
     assert!(lists >= 2, "{s}");
     let g_metrics = whole.join("stages/r1-g/run/metrics.jsonl");
     let g_lines = metrics_lines(&g_metrics);
-    assert!(g_lines.len() >= 2, "S-DPO needs two steps to be killed in between");
+    assert!(
+        g_lines.len() >= 2,
+        "S-DPO needs two steps to be killed in between"
+    );
     assert!(g_lines[0]["loss"].as_f64().unwrap() > 0.0);
 
     // The kill: after step 1 of r1-g.
@@ -163,7 +169,11 @@ fn a_run_killed_during_sdpo_resumes_to_the_same_v_metrics() {
         }
     }
     let first = std::fs::read_to_string(r1g.join("metrics.jsonl")).unwrap();
-    std::fs::write(r1g.join("metrics.jsonl"), first.lines().next().unwrap().to_string() + "\n").unwrap();
+    std::fs::write(
+        r1g.join("metrics.jsonl"),
+        first.lines().next().unwrap().to_string() + "\n",
+    )
+    .unwrap();
     for later in ["g1-cots", "v1", "eval-r1"] {
         std::fs::remove_dir_all(killed.join("stages").join(later)).unwrap();
     }
@@ -185,7 +195,11 @@ fn a_run_killed_during_sdpo_resumes_to_the_same_v_metrics() {
         .arg(&killed)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let again = eval_lines(&killed);
     let key = |v: &Value| {
         let mut v = v.clone();
@@ -198,7 +212,8 @@ fn a_run_killed_during_sdpo_resumes_to_the_same_v_metrics() {
         assert_eq!(key(a), key(b), "{}", a["stage"]);
     }
     assert!(
-        llmrl::train::metrics_equal_ignoring_timing(&g_metrics, &r1g.join("metrics.jsonl")).unwrap(),
+        llmrl::train::metrics_equal_ignoring_timing(&g_metrics, &r1g.join("metrics.jsonl"))
+            .unwrap(),
         "G's S-DPO metrics differ after the resume"
     );
 }
@@ -271,9 +286,16 @@ fn v_score_equals_a_direct_two_token_softmax() {
     let dec = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
     let logits = logits_of(&dec, &ids, &Device::Cpu).unwrap();
     let last: Vec<f32> = logits.get(ids.len() - 1).unwrap().to_vec1().unwrap();
-    let (ly, ln) = (last[label("Yes") as usize] as f64, last[label("No") as usize] as f64);
+    let (ly, ln) = (
+        last[label("Yes") as usize] as f64,
+        last[label("No") as usize] as f64,
+    );
     let p = ly.exp() / (ly.exp() + ln.exp());
-    assert!((validator::p_yes(s) - p).abs() < 1e-5, "{} vs {p}", validator::p_yes(s));
+    assert!(
+        (validator::p_yes(s) - p).abs() < 1e-5,
+        "{} vs {p}",
+        validator::p_yes(s)
+    );
     // The reward is V's probability of the true label ("No" here).
     assert!((s.value as f64 - (1.0 - p)).abs() < 1e-5);
 }
@@ -310,9 +332,17 @@ fn bad_input_is_one_clear_error_before_any_model_loads() {
         }
     };
     let e = err(&append(r#"{"history": "h", "candidate": "c"}"#));
-    assert!(e.contains("train.jsonl:9") && e.contains("has no label"), "{e}");
-    let e = err(&append(r#"{"history": "h", "candidate": "c", "label": "Maybe."}"#));
-    assert!(e.contains("train.jsonl:9") && e.contains("\"Maybe.\""), "{e}");
+    assert!(
+        e.contains("train.jsonl:9") && e.contains("has no label"),
+        "{e}"
+    );
+    let e = err(&append(
+        r#"{"history": "h", "candidate": "c", "label": "Maybe."}"#,
+    ));
+    assert!(
+        e.contains("train.jsonl:9") && e.contains("\"Maybe.\""),
+        "{e}"
+    );
     assert!(!e.contains("loading"), "{e}");
     // A G template that does not show the history.
     std::fs::write(dir.path().join("g.txt"), "Describe a {domain} fan.").unwrap();

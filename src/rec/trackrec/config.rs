@@ -244,7 +244,11 @@ fn check_part<T>(
         "[{name}.model] lora / add_tokens: a stage hands its final `model/` to the next one, \
          which a LoRA checkpoint (adapter only) does not have; fine-tune the whole model"
     );
-    recipe.generation.sampling().validate().with_context(|| format!("[{name}.generation]"))?;
+    recipe
+        .generation
+        .sampling()
+        .validate()
+        .with_context(|| format!("[{name}.generation]"))?;
     Ok((algo(&recipe.algorithm)?, recipe))
 }
 
@@ -255,8 +259,8 @@ fn model_source(part: &toml::Table, name: &str, base_dir: &Path) -> Result<Strin
         .and_then(|m| m.get("source"))
         .and_then(|s| s.as_str())
         .with_context(|| format!("[{name}.model] needs a `source`"))?;
-    let src_parsed = crate::recipe::resolve_model(src, base_dir)
-        .with_context(|| format!("[{name}.model]"))?;
+    let src_parsed =
+        crate::recipe::resolve_model(src, base_dir).with_context(|| format!("[{name}.model]"))?;
     Ok(match src_parsed {
         crate::model::ModelSource::Dir(p) | crate::model::ModelSource::Gguf(p) => {
             std::fs::canonicalize(&p)
@@ -315,7 +319,10 @@ impl TrackRecPlan {
         } else {
             "jsonl"
         };
-        let data = s.data.to_string_lossy();
+        // Absolute: the stage's recipe is resolved against its own directory.
+        let data = std::fs::canonicalize(s.data)
+            .with_context(|| format!("stage data {}", s.data.display()))?;
+        let data = data.to_string_lossy();
         let mut t = with_stage_tables(s.part, &data, s.template, self.recipe.trackrec.chat, source);
         let model = t
             .entry("model")

@@ -76,8 +76,7 @@ impl Writer<'_> {
                         .collect()
                 })
                 .collect();
-            let done =
-                generate::generate(&dec, &m.tokenizer, &prompts, &seeds, sampling, &device)?;
+            let done = generate::generate(&dec, &m.tokenizer, &prompts, &seeds, sampling, &device)?;
             for c in done {
                 out.push(Cot {
                     prompt: first + c.prompt_index,
@@ -106,14 +105,16 @@ pub fn greedy(sampling: &SamplingConfig) -> SamplingConfig {
 /// The prompt row with its CoT and where it came from.
 pub fn cot_row(ex: &Example, cot: &Cot) -> Example {
     let mut e = ex.clone();
-    e.fields.insert(COT_FIELD.into(), Value::from(cot.text.as_str()));
+    e.fields
+        .insert(COT_FIELD.into(), Value::from(cot.text.as_str()));
     e.fields.insert("sample".into(), Value::from(cot.sample));
     e.fields.insert("seed".into(), Value::from(cot.seed));
     e.fields.insert(
         "finish".into(),
         serde_json::to_value(cot.finish).unwrap_or(Value::Null),
     );
-    e.fields.insert("cot_tokens".into(), Value::from(cot.tokens));
+    e.fields
+        .insert("cot_tokens".into(), Value::from(cot.tokens));
     e
 }
 

@@ -100,11 +100,9 @@ impl PromptSource {
     ) -> Result<PromptSets> {
         let at = |p: &Path| base_dir.join(p);
         let (train, valid, test) = match self {
-            PromptSource::Tallrec { train, test } => (
-                read_tallrec(&at(train))?,
-                vec![],
-                read_tallrec(&at(test))?,
-            ),
+            PromptSource::Tallrec { train, test } => {
+                (read_tallrec(&at(train))?, vec![], read_tallrec(&at(test))?)
+            }
             PromptSource::Jsonl { train, test } => {
                 (read_jsonl(&at(train))?, vec![], read_jsonl(&at(test))?)
             }
@@ -164,7 +162,13 @@ fn subsample(rows: Vec<Example>, n: usize, seed: u64) -> Vec<Example> {
 }
 
 /// One prompt row as an example with TrackRec's field names.
-pub fn prompt_row(id: String, history: &str, candidate: &str, domain: &str, label: bool) -> Example {
+pub fn prompt_row(
+    id: String,
+    history: &str,
+    candidate: &str,
+    domain: &str,
+    label: bool,
+) -> Example {
     let mut fields = serde_json::Map::new();
     fields.insert("history".into(), history.into());
     fields.insert("candidate".into(), candidate.into());
@@ -350,7 +354,10 @@ fn read_ml100k(
             let (item, rating) = &seq[t];
             parts[part(k)].push(prompt_row(
                 format!("u{user}:{t}"),
-                &format!("Movies the user rated, oldest first: {}", history.join(", ")),
+                &format!(
+                    "Movies the user rated, oldest first: {}",
+                    history.join(", ")
+                ),
                 &title(item),
                 "movie",
                 *rating >= 4.0,
@@ -480,9 +487,14 @@ mod tests {
         let input = "User Preference: \nWhether the user will like the target book \"\"The \
                      Colonel\" written by P\"?";
         let (_, d, t) = split_tallrec_input(input).unwrap();
-        assert_eq!((d.as_str(), t.as_str()), ("book", "\"The Colonel\" written by P"));
+        assert_eq!(
+            (d.as_str(), t.as_str()),
+            ("book", "\"The Colonel\" written by P")
+        );
         assert!(split_tallrec_input("no target").is_err());
-        assert!(split_tallrec_input("h\nWhat about \"X\"?").unwrap_err().contains("last line"));
+        assert!(split_tallrec_input("h\nWhat about \"X\"?")
+            .unwrap_err()
+            .contains("last line"));
     }
 
     #[test]
@@ -506,10 +518,16 @@ mod tests {
     #[test]
     fn ml100k_splits_are_user_disjoint_and_labels_follow_ratings() {
         let dir = tempfile::tempdir().unwrap();
-        let mut inter = String::from("user_id:token\titem_id:token\trating:float\ttimestamp:float\n");
+        let mut inter =
+            String::from("user_id:token\titem_id:token\trating:float\ttimestamp:float\n");
         for u in 0..20 {
             for t in 0..6 {
-                inter.push_str(&format!("{u}\t{}\t{}\t{}\n", t + u % 3, 1 + (t + u) % 5, 100 * t));
+                inter.push_str(&format!(
+                    "{u}\t{}\t{}\t{}\n",
+                    t + u % 3,
+                    1 + (t + u) % 5,
+                    100 * t
+                ));
             }
         }
         std::fs::write(dir.path().join("x.inter"), inter).unwrap();
@@ -537,7 +555,12 @@ mod tests {
         assert_eq!(h.matches("rated").count(), 3, "{h}");
         assert!(h.contains("\"A (1990)\"") || h.contains("item "), "{h}");
         // u0: items t, ratings 1 + t % 5; position 5 has rating 1 → No.
-        let last = sets.train.iter().chain(&sets.test).find(|e| e.id == "u0:5").unwrap();
+        let last = sets
+            .train
+            .iter()
+            .chain(&sets.test)
+            .find(|e| e.id == "u0:5")
+            .unwrap();
         assert_eq!(last.text("label").unwrap(), "No");
     }
 

@@ -76,9 +76,9 @@ mod tests {
     #[test]
     fn ties_single_samples_and_partial_ties() {
         let l = preference_lists(&[
-            vec![0.5, 0.5, 0.5], // all tie: dropped
-            vec![0.7],           // one CoT: dropped
-            vec![],              // none: dropped as single
+            vec![0.5, 0.5, 0.5],      // all tie: dropped
+            vec![0.7],                // one CoT: dropped
+            vec![],                   // none: dropped as single
             vec![0.3, 0.8, 0.8, 0.1], // two best tie: the first is chosen, the other neither
         ]);
         assert_eq!(

@@ -31,9 +31,9 @@ use crate::train::{self, Start};
 /// The resolved recipe's file in a run directory.
 pub const RESOLVED: &str = "trackrec.resolved.toml";
 
-/// Writes a new run directory (refusing a non-empty one) with the recipe, `run.json` and the
-/// prompt rows.
-pub fn create(plan: &TrackRecPlan, root: &Path, meta: Value) -> Result<()> {
+/// Writes a new run directory (refusing a non-empty one) with the recipe, `run.json` (`meta`,
+/// plus `recipe_dir` if it has none) and the prompt rows.
+pub fn create(plan: &TrackRecPlan, root: &Path, mut meta: Value) -> Result<()> {
     if root.exists() && std::fs::read_dir(root)?.next().is_some() {
         bail!(
             "run directory {} already exists and is not empty; pick another --out, or continue \
@@ -41,6 +41,11 @@ pub fn create(plan: &TrackRecPlan, root: &Path, meta: Value) -> Result<()> {
             root.display(),
             root.display()
         );
+    }
+    if meta.get("recipe_dir").is_none() {
+        // What a resume resolves the recipe's relative paths against.
+        let base = std::fs::canonicalize(&plan.base_dir).unwrap_or(plan.base_dir.clone());
+        meta["recipe_dir"] = base.display().to_string().into();
     }
     std::fs::create_dir_all(root.join("prompts"))?;
     std::fs::write(root.join(RESOLVED), toml::to_string_pretty(&plan.recipe)?)?;
@@ -56,7 +61,10 @@ pub fn check_prompts(plan: &TrackRecPlan, root: &Path) -> Result<()> {
         let path = root.join(format!("prompts/{name}.jsonl"));
         let stored = read_rows(&path)?;
         let same = stored.len() == rows.len()
-            && stored.iter().zip(rows.iter()).all(|(a, b)| a.fields == b.fields);
+            && stored
+                .iter()
+                .zip(rows.iter())
+                .all(|(a, b)| a.fields == b.fields);
         anyhow::ensure!(
             same,
             "{} differs from the prompts the recipe yields now (data files changed?); a resume \
@@ -98,12 +106,9 @@ impl Runner<'_> {
 
     /// A stage's own seed: the recipe's, mixed with its name (distinct per stage and round).
     fn seed(&self, stage: &Stage) -> u64 {
-        let h = stage
-            .name()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-            });
+        let h = stage.name().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
         self.plan.recipe.seed ^ h
     }
 
@@ -146,7 +151,11 @@ impl Runner<'_> {
     }
 
     fn cot_rows(&self, round: usize, part: &str) -> Result<Vec<Example>> {
-        read_rows(&self.dir(&Stage::Cots { round }).join(format!("{part}.jsonl")))
+        read_rows(
+            &self
+                .dir(&Stage::Cots { round })
+                .join(format!("{part}.jsonl")),
+        )
     }
 
     fn judge(&self, model: &str, with_cot: bool) -> Result<crate::reward::LabelJudge> {
@@ -170,14 +179,20 @@ impl Runner<'_> {
 
     fn eval(&self, stage: &Stage, round: Option<usize>, tuned: bool) -> Result<()> {
         let (model, rows) = match (round, tuned) {
-            (None, false) => (self.plan.validator_model.clone(), self.plan.prompts.test.clone()),
+            (None, false) => (
+                self.plan.validator_model.clone(),
+                self.plan.prompts.test.clone(),
+            ),
             (None, true) => (self.v_model(None)?, self.plan.prompts.test.clone()),
             (Some(r), _) => (self.v_model(Some(r))?, self.cot_rows(r, "test")?),
         };
         let judge = self.judge(&model, round.is_some())?;
         let scores = score_rows(&judge, &rows)?;
         let p: Vec<f64> = scores.iter().map(p_yes).collect();
-        let labels: Vec<bool> = rows.iter().map(|e| e.text("label").as_deref() == Some("Yes")).collect();
+        let labels: Vec<bool> = rows
+            .iter()
+            .map(|e| e.text("label").as_deref() == Some("Yes"))
+            .collect();
         let t = &self.plan.recipe.trackrec;
         let m = v_metrics(&p, &labels, t.bootstrap, self.seed(stage));
         let dir = self.dir(stage);
@@ -200,7 +215,10 @@ impl Runner<'_> {
         line["stage"] = stage.name().into();
         line["condition"] = condition.clone().into();
         line["round"] = round.map_or(Value::Null, Value::from);
-        std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&line)?)?;
+        std::fs::write(
+            dir.join("summary.json"),
+            serde_json::to_string_pretty(&line)?,
+        )?;
         let ci = m
             .auc_ci95
             .map_or(String::new(), |[a, b]| format!(" [{a:.3}, {b:.3}]"));
@@ -297,7 +315,13 @@ impl Runner<'_> {
         };
         let rows = &p.prompts.train;
         let n = p.recipe.trackrec.num_cots;
-        let cots = w.write(rows, n, &p.generator_sampling, self.seed(stage), self.report)?;
+        let cots = w.write(
+            rows,
+            n,
+            &p.generator_sampling,
+            self.seed(stage),
+            self.report,
+        )?;
         let out: Vec<Example> = cots.iter().map(|c| cot_row(&rows[c.prompt], c)).collect();
         write_rows(&self.dir(stage).join("cots.jsonl"), &out)
     }
@@ -333,14 +357,13 @@ impl Runner<'_> {
         for l in &lists.lists {
             let mut e = p.prompts.train[l.prompt].clone();
             let cot = |j: usize| cots[l.prompt * n + j].text(COT_FIELD).unwrap_or_default();
-            e.fields.insert("prompt".into(), template.render(&e)?.into());
+            e.fields
+                .insert("prompt".into(), template.render(&e)?.into());
             e.fields.insert("chosen".into(), cot(l.chosen).into());
             let rejected: Vec<Value> = l.rejected.iter().map(|&j| cot(j).into()).collect();
             e.fields.insert("rejected".into(), Value::Array(rejected));
-            e.fields.insert(
-                "chosen_reward".into(),
-                json!(rewards[l.prompt][l.chosen]),
-            );
+            e.fields
+                .insert("chosen_reward".into(), json!(rewards[l.prompt][l.chosen]));
             prefs.push(e);
         }
         write_rows(&dir.join("prefs.jsonl"), &prefs)?;
@@ -356,7 +379,10 @@ impl Runner<'_> {
             "chosen_reward_mean": lists.lists.iter().map(|l| rewards[l.prompt][l.chosen]).sum::<f64>()
                 / lists.lists.len().max(1) as f64,
         });
-        std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
+        std::fs::write(
+            dir.join("summary.json"),
+            serde_json::to_string_pretty(&summary)?,
+        )?;
         self.report.message(&format!(
             "round {round}: {} preference lists, {} prompts dropped (all CoTs tie), mean reward {:.3}",
             lists.lists.len(),
@@ -429,7 +455,10 @@ impl Runner<'_> {
                 std::fs::remove_dir_all(&root)?;
             }
             let run = RunDir::create(&root)?;
-            run.write_text("recipe.resolved.toml", &toml::to_string_pretty(&plan.recipe)?)?;
+            run.write_text(
+                "recipe.resolved.toml",
+                &toml::to_string_pretty(&plan.recipe)?,
+            )?;
             run
         };
         let from = run.newest_intact_checkpoint(self.report)?;

@@ -136,9 +136,8 @@ mod tests {
 
     #[test]
     fn stage_lists_of_both_modes() {
-        let names = |m, b| -> Vec<String> {
-            plan_stages(1, m, b).iter().map(Stage::name).collect()
-        };
+        let names =
+            |m, b| -> Vec<String> { plan_stages(1, m, b).iter().map(Stage::name).collect() };
         assert_eq!(
             names(GeneratorMode::Preference, true),
             [
@@ -158,7 +157,16 @@ mod tests {
         );
         assert_eq!(
             names(GeneratorMode::Rl, false),
-            ["eval-zero-shot", "g0-cots", "v0", "eval-r0", "r1-g", "g1-cots", "v1", "eval-r1"]
+            [
+                "eval-zero-shot",
+                "g0-cots",
+                "v0",
+                "eval-r0",
+                "r1-g",
+                "g1-cots",
+                "v1",
+                "eval-r1"
+            ]
         );
     }
 
@@ -168,7 +176,8 @@ mod tests {
         let mut s = State::load(dir.path()).unwrap();
         assert!(s.done.is_empty());
         s.mark(dir.path(), &Stage::Cots { round: 0 }).unwrap();
-        s.mark(dir.path(), &Stage::TuneV { round: Some(0) }).unwrap();
+        s.mark(dir.path(), &Stage::TuneV { round: Some(0) })
+            .unwrap();
         let back = State::load(dir.path()).unwrap();
         assert_eq!(back.done, ["g0-cots", "v0"]);
         assert!(back.is_done(&Stage::Cots { round: 0 }));
