@@ -552,7 +552,7 @@ mod tests {
         assert!(sets.test.iter().all(|e| !train.contains(&user(e))));
         let e = &sets.train[0];
         let h = e.text("history").unwrap();
-        assert_eq!(h.matches("rated").count(), 3, "{h}");
+        assert_eq!(h.matches("(rated").count(), 3, "{h}");
         assert!(h.contains("\"A (1990)\"") || h.contains("item "), "{h}");
         // u0: items t, ratings 1 + t % 5; position 5 has rating 1 → No.
         let last = sets
