@@ -49,6 +49,8 @@ pub enum Command {
     /// Semantic IDs: quantize item vectors into short code sequences (`sid build`).
     #[command(subcommand)]
     Sid(SidCommand),
+    /// TrackRec: a recommendation CoT generator and its Yes/No validator trained in alternation.
+    Trackrec(trackrec_cli::TrackRecArgs),
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +226,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rec(c) => rec_cli::run(c),
         Command::Export(a) => export_cli::run(a),
         Command::Sid(c) => sid_cli::run(c),
+        Command::Trackrec(a) => trackrec_cli::run(a),
         Command::Report(a) => {
             let files = crate::report::report(
                 &a.runs,
@@ -540,5 +543,6 @@ mod rec_cli;
 mod rec_gen;
 // `llmrl sid ...` lives in cli/sid_cli.rs.
 mod sid_cli;
+mod trackrec_cli;
 // The reporter the CLI gives everything below it: bars on a terminal, plain lines otherwise.
 pub mod console;

@@ -15,4 +15,5 @@ pub mod sasrec;
 pub mod scratch;
 pub mod sequences;
 pub mod sid;
+pub mod trackrec;
 pub mod trie;

@@ -18,6 +18,7 @@ mod newcomer;
 mod rec_baseline;
 mod rec_rl;
 mod sid_build;
+mod trackrec;
 mod trainer;
 mod tree_mdp;
 mod vocab;
