@@ -15,3 +15,4 @@ pub mod scratch;
 pub mod sequences;
 pub mod sid;
 pub mod trie;
+pub mod usersim;

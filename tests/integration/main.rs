@@ -20,4 +20,5 @@ mod rec_rl;
 mod sid_build;
 mod trainer;
 mod tree_mdp;
+mod usersim;
 mod vocab;
