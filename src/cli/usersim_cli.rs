@@ -12,15 +12,17 @@ use crate::generate::SamplingConfig;
 use crate::model::{self, ModelSource};
 use crate::rec::embed::{self, minilm::EncoderFiles, EmbedOptions};
 use crate::rec::items::Catalogue;
+use crate::rec::usersim::env::{run_episodes, EnvConfig, EpisodeStats};
+use crate::rec::usersim::fidelity;
 use crate::rec::usersim::llm::LlmGenerator;
 use crate::rec::usersim::profile::{self, BuildConfig};
 use crate::rec::usersim::prompt::PromptTemplate;
 use crate::rec::usersim::ratings::{self, Scale};
 use crate::rec::usersim::sim::{self, FitReport, Simulator};
 use crate::rec::usersim::stat::MfConfig;
-use crate::rec::usersim::table::{self, ProfileTable, CACHE_FILE, CONS_FILE, PROS_FILE, TABLE_FILE};
-use crate::rec::usersim::fidelity;
-use crate::rec::usersim::env::{run_episodes, EnvConfig, EpisodeStats};
+use crate::rec::usersim::table::{
+    self, ProfileTable, CACHE_FILE, CONS_FILE, PROS_FILE, TABLE_FILE,
+};
 use rand::Rng;
 use serde::Deserialize;
 
@@ -66,6 +68,10 @@ pub struct BuildArgs {
     /// Only the first N items (a trial run; the cache keeps them for the full one).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Generate nothing: write the table from the answers cached so far (items without one
+    /// get empty lists and the reason), e.g. while a pass is still running.
+    #[arg(long)]
+    pub from_cache: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Output directory (created; a previous build there is resumed from its cache).
@@ -87,8 +93,11 @@ fn check_out_dir(out: &Path) -> Result<()> {
         let p = out.join(name);
         ensure!(
             !p.exists()
-                || embed::read_item_embeddings(&p)
-                    .is_ok_and(|e| e.metadata.get("producer").map(String::as_str) == Some(table::PRODUCER)),
+                || embed::read_item_embeddings(&p).is_ok_and(|e| e
+                    .metadata
+                    .get("producer")
+                    .map(String::as_str)
+                    == Some(table::PRODUCER)),
             "{} exists and was not written by `llmrl usersim build`; hint: choose another --out",
             p.display()
         );
@@ -122,8 +131,7 @@ fn build(a: BuildArgs) -> Result<()> {
     ensure!(!items.is_empty(), "{} holds no items", a.items.display());
     let files = EncoderFiles::locate(&a.encoder)?;
     check_out_dir(&a.out)?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("creating {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let cfg = SamplingConfig {
         temperature: a.temperature,
         max_new_tokens: a.max_new_tokens,
@@ -131,21 +139,30 @@ fn build(a: BuildArgs) -> Result<()> {
     };
     cfg.validate()?;
     let (device, dtype) = parse_device(&a.device.device)?;
-    let src = ModelSource::parse(&a.model)?;
-    let m = model::load(&src, &device, dtype)?;
-    let mut gen = LlmGenerator::new(m, &a.model, cfg, a.seed, &device)?;
     let report = console::reporter();
     let t0 = std::time::Instant::now();
-    let (profiles, generated) = profile::build_profiles(
-        &items,
-        &template,
-        &mut gen,
-        &a.out.join(CACHE_FILE),
-        &BuildConfig {
-            batch_size: a.batch_size,
-        },
-        report.as_ref(),
-    )?;
+    let (profiles, generated) = if a.from_cache {
+        let cache = a.out.join(CACHE_FILE);
+        ensure!(cache.is_file(), "--from-cache: no {} yet", cache.display());
+        (
+            profile::profiles_from_cache(&items, &template, &cache, report.as_ref())?,
+            0,
+        )
+    } else {
+        let src = ModelSource::parse(&a.model)?;
+        let m = model::load(&src, &device, dtype)?;
+        let mut gen = LlmGenerator::new(m, &a.model, cfg, a.seed, &device)?;
+        profile::build_profiles(
+            &items,
+            &template,
+            &mut gen,
+            &a.out.join(CACHE_FILE),
+            &BuildConfig {
+                batch_size: a.batch_size,
+            },
+            report.as_ref(),
+        )?
+    };
     let llm_secs = t0.elapsed().as_secs_f64();
     profile::write_table(&a.out.join(TABLE_FILE), &profiles)?;
     let malformed: Vec<&profile::ItemProfile> =
@@ -162,6 +179,8 @@ fn build(a: BuildArgs) -> Result<()> {
         "items": profiles.len(),
         "generated_now": generated,
         "from_cache": profiles.len() - generated,
+        "from_cache_only": a.from_cache,
+        "not_answered_yet": profiles.iter().filter(|p| p.reason.as_deref().is_some_and(|r| r.starts_with("not answered"))).count(),
         "with_a_reason": malformed.len(),
         "empty_pros": profiles.iter().filter(|p| p.pros.is_empty()).count(),
         "empty_cons": profiles.iter().filter(|p| p.cons.is_empty()).count(),
@@ -299,10 +318,17 @@ fn read_requests(path: &Path, scale: &Scale) -> Result<Vec<Parsed>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading requests {}", path.display()))?;
     let mut out = Vec::new();
-    for (k, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (k, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let at = || format!("{} line {}", path.display(), k + 1);
         let r: Request = serde_json::from_str(line).with_context(|| {
-            format!("{}: expected {{\"user\", \"candidates\", \"history\"?}}", at())
+            format!(
+                "{}: expected {{\"user\", \"candidates\", \"history\"?}}",
+                at()
+            )
         })?;
         let user = id_of(&r.user, "`user`").with_context(at)?;
         ensure!(!r.candidates.is_empty(), "{}: no candidates", at());
@@ -324,7 +350,9 @@ fn read_requests(path: &Path, scale: &Scale) -> Result<Vec<Parsed>> {
                                 scale.liked(r)
                             }
                             (None, Some(l)) => l,
-                            (None, None) => bail!("history item {item} has neither `rating` nor `liked`"),
+                            (None, None) => {
+                                bail!("history item {item} has neither `rating` nor `liked`")
+                            }
                         };
                         Ok((item, liked))
                     })
@@ -347,18 +375,30 @@ fn fit(a: &SimArgs, split: &ratings::RatingSplit) -> Result<(Simulator, FitRepor
 
 fn feedback(a: FeedbackArgs) -> Result<()> {
     if let Some(o) = &a.out {
-        ensure!(!o.exists(), "{} exists; hint: choose another --out", o.display());
+        ensure!(
+            !o.exists(),
+            "{} exists; hint: choose another --out",
+            o.display()
+        );
     }
     let scale = a.sim.scale();
     let rated = ratings::read_ratings(&a.sim.inter, &scale)?;
     let requests = read_requests(&a.requests, &scale)?;
     let split = ratings::split(&rated, a.sim.valid_frac, 0.0)?;
     let (sim, _) = fit(&a.sim, &split)?;
-    let logged = sim::histories(&ratings::by_user(&rated).values().flatten().collect::<Vec<_>>(), &scale);
+    let logged = sim::histories(
+        &ratings::by_user(&rated)
+            .values()
+            .flatten()
+            .collect::<Vec<_>>(),
+        &scale,
+    );
     let mut lines = String::new();
     let none = Vec::new();
     for (k, (user, hist, cands)) in requests.iter().enumerate() {
-        let h = hist.as_ref().unwrap_or_else(|| logged.get(user).unwrap_or(&none));
+        let h = hist
+            .as_ref()
+            .unwrap_or_else(|| logged.get(user).unwrap_or(&none));
         for c in cands {
             let fb = sim.feedback(user, h, c);
             let mut v = serde_json::to_value(&fb)?;
@@ -381,7 +421,10 @@ fn eval(a: EvalArgs) -> Result<()> {
     let scale = a.sim.scale();
     let rated = ratings::read_ratings(&a.sim.inter, &scale)?;
     let split = ratings::split(&rated, a.sim.valid_frac, a.test_frac)?;
-    ensure!(!split.test.is_empty(), "no held-out ratings: raise --test-frac");
+    ensure!(
+        !split.test.is_empty(),
+        "no held-out ratings: raise --test-frac"
+    );
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let t0 = std::time::Instant::now();
     let (sim, fit_report) = fit(&a.sim, &split)?;
@@ -414,7 +457,10 @@ fn eval(a: EvalArgs) -> Result<()> {
         "inter": a.sim.inter,
         "seconds": t0.elapsed().as_secs_f64(),
     });
-    std::fs::write(a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
+    std::fs::write(
+        a.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
     let md = fidelity::markdown(&figs);
     std::fs::write(a.out.join("summary.md"), &md)?;
     let sample: String = fb

@@ -19,7 +19,8 @@ use llmrl::rec::usersim::table::ProfileTable;
 use llmrl::rec::usersim::{EnvConfig, Episode, Simulator};
 use llmrl::reward::Verifier;
 
-const PROMPT: &str = "### system\nList keywords.\n### user\nMovie: {item}\n### assistant\nKeywords:\n";
+const PROMPT: &str =
+    "### system\nList keywords.\n### user\nMovie: {item}\n### assistant\nKeywords:\n";
 
 /// Answers by the item's text; counts the prompts it was asked.
 struct Scripted {
@@ -42,8 +43,15 @@ impl TextGenerator for Scripted {
                 if p.contains("film 3") {
                     ("I cannot answer that.".into(), "eos".into())
                 } else {
-                    let n = p.split("film ").nth(1).and_then(|x| x.split(';').next()).unwrap_or("");
-                    (format!(" k{n}\nPros: fun, p{n}\nCons: slow, c{n}"), "eos".into())
+                    let n = p
+                        .split("film ")
+                        .nth(1)
+                        .and_then(|x| x.split(';').next())
+                        .unwrap_or("");
+                    (
+                        format!(" k{n}\nPros: fun, p{n}\nCons: slow, c{n}"),
+                        "eos".into(),
+                    )
                 }
             })
             .collect())
@@ -55,7 +63,14 @@ fn items(n: usize) -> Vec<Item> {
         .map(|i| Item {
             id: i.to_string(),
             title: format!("film {i}"),
-            parts: vec![("genres", if i % 2 == 0 { "Comedy".into() } else { "Drama".into() })],
+            parts: vec![(
+                "genres",
+                if i % 2 == 0 {
+                    "Comedy".into()
+                } else {
+                    "Drama".into()
+                },
+            )],
         })
         .collect()
 }
@@ -72,7 +87,9 @@ fn run(dir: &Path, items: &[Item], gen: &mut Scripted) -> Vec<ItemProfile> {
 fn the_keyword_pass_resumes_after_a_kill_and_loses_nothing() {
     let d = tempfile::tempdir().unwrap();
     let its = items(10);
-    let mut gen = Scripted { asked: Cell::new(0) };
+    let mut gen = Scripted {
+        asked: Cell::new(0),
+    };
     let full = run(d.path(), &its, &mut gen);
     assert_eq!(gen.asked.get(), 10);
     assert_eq!(full[1].pros, ["fun", "p1"]);
@@ -84,10 +101,16 @@ fn the_keyword_pass_resumes_after_a_kill_and_loses_nothing() {
     let cache = d.path().join("llm_cache.jsonl");
     let text = std::fs::read_to_string(&cache).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    let cut = format!("{}\n{}", lines[..4].join("\n"), &lines[4][..lines[4].len() / 2]);
+    let cut = format!(
+        "{}\n{}",
+        lines[..4].join("\n"),
+        &lines[4][..lines[4].len() / 2]
+    );
     std::fs::write(&cache, cut).unwrap();
     let rec = Recorder::default();
-    let mut gen2 = Scripted { asked: Cell::new(0) };
+    let mut gen2 = Scripted {
+        asked: Cell::new(0),
+    };
     let t = PromptTemplate::parse(PROMPT).unwrap();
     let (again, generated) = profile::build_profiles(
         &its,
@@ -98,16 +121,47 @@ fn the_keyword_pass_resumes_after_a_kill_and_loses_nothing() {
         &rec,
     )
     .unwrap();
-    assert_eq!((gen2.asked.get(), generated), (6, 6), "only the unanswered items are asked");
+    assert_eq!(
+        (gen2.asked.get(), generated),
+        (6, 6),
+        "only the unanswered items are asked"
+    );
     assert_eq!(again, full);
     let said = rec.lines().join("\n");
-    assert!(said.contains("incomplete last line") && said.contains("begin keywords 4/10"), "{said}");
+    assert!(
+        said.contains("incomplete last line") && said.contains("begin keywords 4/10"),
+        "{said}"
+    );
     // Every line of the cache is whole again; a third run asks nothing.
     let text = std::fs::read_to_string(&cache).unwrap();
     assert_eq!(text.lines().count(), 10);
-    let mut gen3 = Scripted { asked: Cell::new(0) };
+    let mut gen3 = Scripted {
+        asked: Cell::new(0),
+    };
     assert_eq!(run(d.path(), &its, &mut gen3), full);
     assert_eq!(gen3.asked.get(), 0);
+}
+
+#[test]
+fn the_table_can_be_read_from_a_partial_cache_without_touching_it() {
+    let d = tempfile::tempdir().unwrap();
+    let its = items(6);
+    let mut gen = Scripted {
+        asked: Cell::new(0),
+    };
+    let full = run(d.path(), &its, &mut gen);
+    let cache = d.path().join("llm_cache.jsonl");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Two whole answers and a line still being written by a running pass.
+    let partial = format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..10]);
+    std::fs::write(&cache, &partial).unwrap();
+    let t = PromptTemplate::parse(PROMPT).unwrap();
+    let p = profile::profiles_from_cache(&its, &t, &cache, &Silent).unwrap();
+    assert_eq!(&p[..2], &full[..2]);
+    assert!(p[2].pros.is_empty() && p[2].reason.as_deref().unwrap().contains("not answered yet"));
+    // A reader leaves the writer's file as it found it.
+    assert_eq!(std::fs::read_to_string(&cache).unwrap(), partial);
 }
 
 #[test]
@@ -118,7 +172,9 @@ fn an_item_without_text_is_not_sent_and_says_why() {
         id: "blank".into(),
         ..Item::default()
     });
-    let mut gen = Scripted { asked: Cell::new(0) };
+    let mut gen = Scripted {
+        asked: Cell::new(0),
+    };
     let p = run(d.path(), &its, &mut gen);
     assert_eq!(gen.asked.get(), 2);
     assert!(p[2].pros.is_empty() && p[2].reason.as_deref().unwrap().contains("no item text"));
@@ -131,7 +187,10 @@ fn world() -> (ProfileTable, Vec<Rating>) {
         .map(|i| ItemProfile {
             item: i.to_string(),
             category: vec![if i % 2 == 0 { "comedy" } else { "drama" }.into()],
-            pros: vec![if i % 2 == 0 { "funny" } else { "moving" }.into(), format!("p{i}")],
+            pros: vec![
+                if i % 2 == 0 { "funny" } else { "moving" }.into(),
+                format!("p{i}"),
+            ],
             cons: vec![if i % 2 == 0 { "silly" } else { "slow" }.into()],
             ..ItemProfile::default()
         })
@@ -162,7 +221,9 @@ fn fitted(seed: u64) -> Simulator {
         max_epochs: 5,
         ..MfConfig::default()
     };
-    Simulator::fit(table, &split, &Scale::default(), &mf, &Silent).unwrap().0
+    Simulator::fit(table, &split, &Scale::default(), &mf, &Silent)
+        .unwrap()
+        .0
 }
 
 fn h(items: &[(&str, bool)]) -> Vec<(String, bool)> {
@@ -252,9 +313,13 @@ fn episodes_leave_with_the_geometric_probability() {
 fn the_judge_scores_a_recommendation_by_the_users_simulated_response() {
     let sim = Arc::new(fitted(0));
     let (_, r) = world();
-    let labels = r
-        .iter()
-        .map(|x| (x.user.clone(), x.item.clone(), Scale::default().liked(x.rating)));
+    let labels = r.iter().map(|x| {
+        (
+            x.user.clone(),
+            x.item.clone(),
+            Scale::default().liked(x.rating),
+        )
+    });
     let judge = UserSimJudge::new(sim, labels, None, SimReward::Vote);
     let ex = Example {
         id: "x".into(),
@@ -280,6 +345,9 @@ fn a_rating_outside_the_scale_is_a_clear_error() {
         "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t9\t1\n",
     )
     .unwrap();
-    let e = format!("{:#}", ratings::read_ratings(&p, &Scale::default()).unwrap_err());
+    let e = format!(
+        "{:#}",
+        ratings::read_ratings(&p, &Scale::default()).unwrap_err()
+    );
     assert!(e.contains("outside the scale") && e.contains("hint"), "{e}");
 }

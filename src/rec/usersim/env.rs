@@ -44,7 +44,10 @@ impl EnvConfig {
             "leave probability must be in [0, 1], got {}",
             self.leave_prob
         );
-        ensure!(self.eval_steps != Some(0), "evaluation episodes need at least one step");
+        ensure!(
+            self.eval_steps != Some(0),
+            "evaluation episodes need at least one step"
+        );
         Ok(())
     }
 }
@@ -108,12 +111,20 @@ impl<'a> Episode<'a> {
         }
         self.steps += 1;
         let (reward, feedback, reason) = if self.sim.table.get(item).is_none() {
-            (0.0, None, format!("`{item}` is not an item of the keyword table"))
+            (
+                0.0,
+                None,
+                format!("`{item}` is not an item of the keyword table"),
+            )
         } else {
             let fb = self.sim.feedback(&self.user, &self.history, item);
             self.history.push((item.to_string(), fb.like));
             let r = f64::from(u8::from(fb.like));
-            let why = format!("{} ({})", if fb.like { "like" } else { "no like" }, fb.decided_by);
+            let why = format!(
+                "{} ({})",
+                if fb.like { "like" } else { "no like" },
+                fb.decided_by
+            );
             (r, Some(fb), why)
         };
         self.done = match self.cfg.eval_steps {

@@ -90,7 +90,11 @@ pub fn measure(fb: &[Feedback], truth: &[bool]) -> Vec<Figures> {
             .filter_map(|(f, &y)| pick(f).vote.map(|v| (v, pick(f).score, y)))
             .collect()
     };
-    let ens: Vec<(bool, f64, bool)> = fb.iter().zip(truth).map(|(f, &y)| (f.like, f.score, y)).collect();
+    let ens: Vec<(bool, f64, bool)> = fb
+        .iter()
+        .zip(truth)
+        .map(|(f, &y)| (f.like, f.score, y))
+        .collect();
     let base_rate = truth.iter().filter(|&&y| y).count() as f64 / n.max(1) as f64;
     let majority: Vec<(bool, f64, bool)> =
         truth.iter().map(|&y| (base_rate >= 0.5, 0.5, y)).collect();
@@ -98,7 +102,8 @@ pub fn measure(fb: &[Feedback], truth: &[bool]) -> Vec<Figures> {
         figures("A (keywords)", &voter(Feedback::vote_a), n),
         figures("B (embeddings)", &voter(Feedback::vote_b), n),
         figures("S (statistical)", &voter(Feedback::vote_s), n),
-        figures("ensemble", &ens, n),
+        figures("ensemble (majority vote; mean calibrated score)", &ens, n),
+        figures("ensemble (stacked)", &stacked, n),
         figures("majority class", &majority, n),
     ]
 }
@@ -125,7 +130,10 @@ mod tests {
     #[test]
     fn auc_by_hand() {
         // Positives at 0.9 and 0.4, negatives at 0.5 and 0.1: 3 of 4 pairs ordered → 0.75.
-        assert_eq!(auc(&[0.9, 0.4, 0.5, 0.1], &[true, true, false, false]), 0.75);
+        assert_eq!(
+            auc(&[0.9, 0.4, 0.5, 0.1], &[true, true, false, false]),
+            0.75
+        );
         // A tie between a positive and a negative counts one half.
         assert_eq!(auc(&[0.5, 0.5], &[true, false]), 0.5);
         assert!(auc(&[0.1, 0.2], &[true, true]).is_nan());

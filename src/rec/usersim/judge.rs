@@ -99,7 +99,9 @@ impl Verifier for UserSimJudge {
     fn validate(&self, example: &Example) -> Result<()> {
         match example.fields.get("user").and_then(id_text) {
             Some(_) => Ok(()),
-            None => bail!("no `user` field (the simulated user's id); hint: use [data] source = \"rec\""),
+            None => bail!(
+                "no `user` field (the simulated user's id); hint: use [data] source = \"rec\""
+            ),
         }
     }
 

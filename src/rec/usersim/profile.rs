@@ -94,23 +94,28 @@ pub fn category(item: &Item) -> Vec<String> {
         .collect()
 }
 
-/// Reads the cache (cutting an incomplete last line off the file); entries by item id, the
-/// latest line winning. Reports skipped lines through `reporter`.
-pub fn read_cache(path: &Path, reporter: &dyn Reporter) -> Result<HashMap<String, CacheEntry>> {
+/// Reads the cache; entries by item id, the latest line winning. With `repair`, an incomplete
+/// last line is cut off the file (only a writer does this: a reader beside a running pass
+/// leaves its file alone and ignores the partial line). Reports skipped lines.
+pub fn read_cache(
+    path: &Path,
+    repair: bool,
+    reporter: &dyn Reporter,
+) -> Result<HashMap<String, CacheEntry>> {
     let mut out = HashMap::new();
     if !path.exists() {
         return Ok(out);
     }
     let mut f = OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(repair)
         .open(path)
         .with_context(|| format!("opening the cache {}", path.display()))?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes)
         .with_context(|| format!("reading the cache {}", path.display()))?;
     let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if complete < bytes.len() {
+    if repair && complete < bytes.len() {
         reporter.message(&format!(
             "{}: cut an incomplete last line ({} bytes, a write stopped by a kill)",
             path.display(),
@@ -164,7 +169,7 @@ pub fn build_profiles(
     reporter: &dyn Reporter,
 ) -> Result<(Vec<ItemProfile>, usize)> {
     anyhow::ensure!(cfg.batch_size > 0, "--batch-size must be at least 1");
-    let mut cache = read_cache(cache_path, reporter)?;
+    let mut cache = read_cache(cache_path, true, reporter)?;
     let fp = gen.fingerprint();
     let mut todo: Vec<(usize, String, String)> = Vec::new(); // (item index, prompt, key)
     for (i, it) in items.iter().enumerate() {
@@ -222,6 +227,28 @@ pub fn build_profiles(
         .map(|it| profile_of(it, cache.get(&it.id), template))
         .collect();
     Ok((profiles, generated))
+}
+
+/// The table from the cache alone, generating nothing (e.g. beside a pass still running): items
+/// the cache has no answer for get empty lists with the reason `not answered yet`. Cached
+/// answers are used whatever their key.
+pub fn profiles_from_cache(
+    items: &[Item],
+    template: &PromptTemplate,
+    cache_path: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Vec<ItemProfile>> {
+    let cache = read_cache(cache_path, false, reporter)?;
+    Ok(items
+        .iter()
+        .map(|it| {
+            let mut p = profile_of(it, cache.get(&it.id), template);
+            if cache.get(&it.id).is_none() && !it.text().trim().is_empty() {
+                p.reason = Some("not answered yet: the pass has not reached it".into());
+            }
+            p
+        })
+        .collect())
 }
 
 fn profile_of(item: &Item, entry: Option<&CacheEntry>, template: &PromptTemplate) -> ItemProfile {

@@ -66,7 +66,9 @@ impl PromptTemplate {
              `Keywords:`)"
         );
         ensure!(
-            sections.last().is_some_and(|(r, c)| r == "user" && c.contains("{item}")),
+            sections
+                .last()
+                .is_some_and(|(r, c)| r == "user" && c.contains("{item}")),
             "the prompt file's last user section must hold `{{item}}`"
         );
         let examples = sections
@@ -186,8 +188,9 @@ mod tests {
     #[test]
     fn bad_prompt_files_are_errors_that_say_why() {
         let no_prefix = "### user\nMovie: {item}\n";
-        assert!(format!("{:#}", PromptTemplate::parse(no_prefix).unwrap_err())
-            .contains("last section"));
+        assert!(
+            format!("{:#}", PromptTemplate::parse(no_prefix).unwrap_err()).contains("last section")
+        );
         let no_item = "### user\nMovie\n### assistant\nPros:";
         assert!(format!("{:#}", PromptTemplate::parse(no_item).unwrap_err()).contains("{item}"));
         assert!(PromptTemplate::parse("hello\n### user\n{item}\n### assistant\nx").is_err());
@@ -210,7 +213,10 @@ mod tests {
         let p = parse_answer("I am sorry, I cannot help.", &[]);
         assert_eq!(p.lists, [vec![], vec![], vec![]] as [Vec<String>; 3]);
         let r = p.reason.unwrap();
-        assert!(r.contains("no `keywords:` line") && r.contains("no `cons:` line"), "{r}");
+        assert!(
+            r.contains("no `keywords:` line") && r.contains("no `cons:` line"),
+            "{r}"
+        );
         let p = parse_answer("Keywords: <one or two words>\nPros: a, b\nCons:", &[]);
         assert!(p.lists[0].is_empty() && p.lists[2].is_empty());
         assert_eq!(p.lists[1], ["a", "b"]);

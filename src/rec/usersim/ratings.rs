@@ -105,7 +105,11 @@ pub fn read_ratings(path: &Path, scale: &Scale) -> Result<Vec<Rating>> {
         );
         let num = |c: usize, what: &str| -> Result<f64> {
             cols[c].trim().parse().map_err(|_| {
-                anyhow::anyhow!("{} row {row}: {what} `{}` is not a number", path.display(), cols[c])
+                anyhow::anyhow!(
+                    "{} row {row}: {what} `{}` is not a number",
+                    path.display(),
+                    cols[c]
+                )
             })
         };
         let rating = num(r, "rating")?;
@@ -116,7 +120,10 @@ pub fn read_ratings(path: &Path, scale: &Scale) -> Result<Vec<Rating>> {
             user: cols[u].trim().to_string(),
             item: cols[i].trim().to_string(),
             rating,
-            timestamp: t.map(|t| num(t, "timestamp")).transpose()?.unwrap_or(k as f64),
+            timestamp: t
+                .map(|t| num(t, "timestamp"))
+                .transpose()?
+                .unwrap_or(k as f64),
         });
     }
     ensure!(!out.is_empty(), "{} holds no ratings", path.display());
@@ -191,10 +198,15 @@ mod tests {
         assert!(Scale::default().liked(r[0].rating) && !Scale::default().liked(r[1].rating));
         let p = write(d.path(), &format!("{h}1\t10\t7\t5\n"));
         let e = format!("{:#}", read_ratings(&p, &Scale::default()).unwrap_err());
-        assert!(e.contains("row 2") && e.contains("outside the scale 1..5"), "{e}");
+        assert!(
+            e.contains("row 2") && e.contains("outside the scale 1..5"),
+            "{e}"
+        );
         let p = write(d.path(), "user_id:token\titem_id:token\n1\t2\n");
-        assert!(format!("{:#}", read_ratings(&p, &Scale::default()).unwrap_err())
-            .contains("no `rating` column"));
+        assert!(
+            format!("{:#}", read_ratings(&p, &Scale::default()).unwrap_err())
+                .contains("no `rating` column")
+        );
     }
 
     #[test]
@@ -210,7 +222,10 @@ mod tests {
         let s = split(&r, 0.1, 0.2).unwrap();
         assert_eq!((s.train.len(), s.valid.len(), s.test.len()), (7, 1, 2));
         // The test part is the latest in time: items 1 and 0.
-        assert_eq!(s.test.iter().map(|x| x.item.as_str()).collect::<Vec<_>>(), ["1", "0"]);
+        assert_eq!(
+            s.test.iter().map(|x| x.item.as_str()).collect::<Vec<_>>(),
+            ["1", "0"]
+        );
         assert_eq!(s.valid[0].item, "2");
     }
 }

@@ -7,6 +7,10 @@
 //! voter's raw score goes through its own Platt scaling σ(a·s + b), fitted on the valid split's
 //! ratings (S's on its logit), so the scores are comparable before they are averaged.
 //!
+//! **Stacked** (reported beside it): a logistic regression over the three calibrated logits (an
+//! abstaining voter contributes 0), fitted on the same valid ratings: it learns how much each
+//! voter is worth instead of weighting them equally.
+//!
 //! Every [`Feedback`] keeps all three votes with their reasons and which rule decided.
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +30,17 @@ use crate::progress::Reporter;
 pub struct Platt {
     pub a: f64,
     pub b: f64,
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Self {
+            a: Platt::default(),
+            b: Platt::default(),
+            s: Platt::default(),
+            stack: s_only(),
+        }
+    }
 }
 
 impl Default for Platt {
@@ -79,12 +94,108 @@ impl Platt {
 }
 
 /// The three voters' calibrations.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
     pub a: Platt,
     pub b: Platt,
     /// Applied to logit(p).
     pub s: Platt,
+    /// Stacking weights on the calibrated logits of A, B, S, then the bias (all 0 but S's 1 by
+    /// default: S alone).
+    #[serde(default = "s_only")]
+    pub stack: [f64; 4],
+}
+
+fn s_only() -> [f64; 4] {
+    [0.0, 0.0, 1.0, 0.0]
+}
+
+impl Calibration {
+    /// The calibrated logits of A, B (0 when abstaining) and S.
+    pub fn features(&self, a: &Vote, b: &Vote, s: &Vote) -> [f64; 3] {
+        let l = |p: &Platt, v: &Vote| {
+            if v.vote.is_some() {
+                p.a * v.score + p.b
+            } else {
+                0.0
+            }
+        };
+        [
+            l(&self.a, a),
+            l(&self.b, b),
+            self.s.a * logit(s.score) + self.s.b,
+        ]
+    }
+
+    /// The stacked probability of a like.
+    pub fn stacked(&self, a: &Vote, b: &Vote, s: &Vote) -> f64 {
+        let x = self.features(a, b, s);
+        let w = &self.stack;
+        sigmoid(w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3])
+    }
+}
+
+/// Logistic regression on 3 features plus a bias by Newton's method (tiny ridge); weights then
+/// bias. One class only, or a singular system: S alone.
+pub fn fit_stack(x: &[[f64; 3]], y: &[bool]) -> [f64; 4] {
+    let pos = y.iter().filter(|&&v| v).count();
+    if x.len() < 4 || pos == 0 || pos == y.len() {
+        return s_only();
+    }
+    let mut w = [0.0f64; 4];
+    for _ in 0..30 {
+        let mut g = [0.0f64; 4];
+        let mut h = [[0.0f64; 4]; 4];
+        for (k, row) in h.iter_mut().enumerate() {
+            row[k] = 1e-6;
+            g[k] = 1e-6 * w[k];
+        }
+        for (xi, &yi) in x.iter().zip(y) {
+            let f = [xi[0], xi[1], xi[2], 1.0];
+            let p = sigmoid((0..4).map(|k| w[k] * f[k]).sum());
+            let (e, v) = (p - f64::from(u8::from(yi)), p * (1.0 - p));
+            for r in 0..4 {
+                g[r] += e * f[r];
+                for c in 0..4 {
+                    h[r][c] += v * f[r] * f[c];
+                }
+            }
+        }
+        let Some(step) = solve4(h, g) else {
+            return s_only();
+        };
+        for k in 0..4 {
+            w[k] -= step[k];
+        }
+        if step.iter().map(|d| d.abs()).sum::<f64>() < 1e-9 {
+            break;
+        }
+    }
+    w
+}
+
+/// Solves a 4×4 system by Gaussian elimination with partial pivoting.
+fn solve4(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
+    for c in 0..4 {
+        let p = (c..4).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
+        if a[p][c].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(c, p);
+        b.swap(c, p);
+        for r in c + 1..4 {
+            let f = a[r][c] / a[c][c];
+            for k in c..4 {
+                a[r][k] -= f * a[c][k];
+            }
+            b[r] -= f * b[c];
+        }
+    }
+    let mut x = [0.0; 4];
+    for r in (0..4).rev() {
+        x[r] = (b[r] - (r + 1..4).map(|k| a[r][k] * x[k]).sum::<f64>()) / a[r][r];
+    }
+    Some(x)
 }
 
 /// One simulated response.
@@ -95,6 +206,8 @@ pub struct Feedback {
     pub like: bool,
     /// The ensemble's continuous score in (0, 1).
     pub score: f64,
+    /// The stacked probability of a like (module docs).
+    pub stacked: f64,
     pub a: Vote,
     pub b: Vote,
     pub s: Vote,
@@ -187,7 +300,13 @@ impl Simulator {
             a: fit_on(Feedback::vote_a, |s| s),
             b: fit_on(Feedback::vote_b, |s| s),
             s: fit_on(Feedback::vote_s, logit),
+            stack: s_only(),
         };
+        let x: Vec<[f64; 3]> = raw
+            .iter()
+            .map(|f| sim.calib.features(&f.a, &f.b, &f.s))
+            .collect();
+        sim.calib.stack = fit_stack(&x, &y);
         let report = FitReport {
             stat_epochs,
             calibration: sim.calib,
@@ -229,7 +348,10 @@ impl Simulator {
             v
         };
         let (a, b) = match self.table.get(item) {
-            Some(c) => (note(voter_a(&self.table, &past, c)), note(voter_b(&self.table, &past, c))),
+            Some(c) => (
+                note(voter_a(&self.table, &past, c)),
+                note(voter_b(&self.table, &past, c)),
+            ),
             None => (
                 Vote::abstain("item not in the keyword table"),
                 Vote::abstain("item not in the keyword table"),
@@ -238,11 +360,13 @@ impl Simulator {
         let h: Vec<(&str, bool)> = hist.iter().map(|(i, l)| (i.as_str(), *l)).collect();
         let s = self.stat.vote(user, item, &h);
         let (like, score, decided_by) = ensemble(&a, &b, &s, &self.calib);
+        let stacked = self.calib.stacked(&a, &b, &s);
         Feedback {
             user: user.to_string(),
             item: item.to_string(),
             like,
             score,
+            stacked,
             a,
             b,
             s,
@@ -254,7 +378,10 @@ impl Simulator {
 /// The ensemble's vote, score and rule (module docs). S always votes.
 pub fn ensemble(a: &Vote, b: &Vote, s: &Vote, c: &Calibration) -> (bool, f64, String) {
     let s_vote = s.vote.unwrap_or(s.score >= 0.5);
-    let cast: Vec<bool> = [a.vote, b.vote, Some(s_vote)].into_iter().flatten().collect();
+    let cast: Vec<bool> = [a.vote, b.vote, Some(s_vote)]
+        .into_iter()
+        .flatten()
+        .collect();
     let likes = cast.iter().filter(|&&v| v).count();
     let n = cast.len();
     let (like, rule) = match n {
@@ -318,7 +445,12 @@ mod tests {
     #[test]
     fn the_ensemble_score_is_the_mean_calibrated_probability() {
         let c = Calibration::default(); // identity on A, B and logit(S)
-        let (_, score, _) = ensemble(&v(Some(true), 0.0), &v(Some(false), 0.0), &v(Some(true), 0.8), &c);
+        let (_, score, _) = ensemble(
+            &v(Some(true), 0.0),
+            &v(Some(false), 0.0),
+            &v(Some(true), 0.8),
+            &c,
+        );
         // (σ(0) + σ(0) + 0.8) / 3.
         assert!((score - (0.5 + 0.5 + 0.8) / 3.0).abs() < 1e-9, "{score}");
     }
@@ -329,8 +461,32 @@ mod tests {
         let s = [-1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0];
         let y = [true, false, false, false, true, true, true, false];
         let p = Platt::fit(&s, &y);
-        assert!((p.apply(1.0) - 0.75).abs() < 1e-3 && (p.apply(-1.0) - 0.25).abs() < 1e-3, "{p:?}");
+        assert!(
+            (p.apply(1.0) - 0.75).abs() < 1e-3 && (p.apply(-1.0) - 0.25).abs() < 1e-3,
+            "{p:?}"
+        );
         // One class only: the identity.
         assert_eq!(Platt::fit(&[0.0, 1.0], &[true, true]), Platt::default());
+    }
+
+    #[test]
+    fn stacking_learns_to_ignore_a_useless_voter() {
+        // S's calibrated logit is ±1 and predicts as a Platt fit would (3 of 4); A's is noise
+        // uncorrelated with the label; B abstains (0).
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for (k, s) in [-1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0]
+            .iter()
+            .enumerate()
+        {
+            for a in [-1.0, 1.0] {
+                x.push([a, 0.0, *s]);
+                y.push([true, false, false, false, true, true, true, false][k]);
+            }
+        }
+        let w = fit_stack(&x, &y);
+        assert!(w[0].abs() < 1e-3, "{w:?}");
+        assert!((w[2] - 3f64.ln()).abs() < 1e-3, "{w:?}"); // logit(0.75) per unit of S
+        assert_eq!(fit_stack(&x[..2], &y[..2]), s_only());
     }
 }

@@ -111,8 +111,14 @@ impl Mf {
         cfg: &MfConfig,
         reporter: &dyn Reporter,
     ) -> Result<(Self, Vec<MfEpoch>)> {
-        ensure!(!train.is_empty(), "the statistical model needs training ratings");
-        ensure!(cfg.dim > 0 && cfg.batch_size > 0, "mf: dim and batch size must be positive");
+        ensure!(
+            !train.is_empty(),
+            "the statistical model needs training ratings"
+        );
+        ensure!(
+            cfg.dim > 0 && cfg.batch_size > 0,
+            "mf: dim and batch size must be positive"
+        );
         let mut users = HashMap::new();
         let mut items = HashMap::new();
         for l in train {
@@ -125,19 +131,35 @@ impl Mf {
         let dev = Device::Cpu;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let mut init = |n: usize| -> Vec<f32> {
-            (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * 0.05).collect()
+            (0..n)
+                .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * 0.05)
+                .collect()
         };
         let prior = train.iter().filter(|l| l.liked).count() as f64 / train.len() as f64;
         let b0_init = (prior.clamp(0.01, 0.99) / (1.0 - prior.clamp(0.01, 0.99))).ln() as f32;
         let vars = [
-            ("pu", Var::from_tensor(&Tensor::from_vec(init(nu * d), (nu, d), &dev)?)?),
-            ("qi", Var::from_tensor(&Tensor::from_vec(init(ni * d), (ni, d), &dev)?)?),
-            ("bu", Var::from_tensor(&Tensor::zeros(nu, candle_core::DType::F32, &dev)?)?),
-            ("bi", Var::from_tensor(&Tensor::zeros(ni, candle_core::DType::F32, &dev)?)?),
+            (
+                "pu",
+                Var::from_tensor(&Tensor::from_vec(init(nu * d), (nu, d), &dev)?)?,
+            ),
+            (
+                "qi",
+                Var::from_tensor(&Tensor::from_vec(init(ni * d), (ni, d), &dev)?)?,
+            ),
+            (
+                "bu",
+                Var::from_tensor(&Tensor::zeros(nu, candle_core::DType::F32, &dev)?)?,
+            ),
+            (
+                "bi",
+                Var::from_tensor(&Tensor::zeros(ni, candle_core::DType::F32, &dev)?)?,
+            ),
             ("b0", Var::from_tensor(&Tensor::new(&[b0_init], &dev)?)?),
         ];
-        let params: Vec<(String, Var)> =
-            vars.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
+        let params: Vec<(String, Var)> = vars
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect();
         let mut opt = AdamW::new(
             params,
             AdamWConfig {
@@ -147,7 +169,13 @@ impl Mf {
         )?;
         let rows: Vec<(u32, u32, f32)> = train
             .iter()
-            .map(|l| (users[&l.user] as u32, items[&l.item] as u32, f32::from(u8::from(l.liked))))
+            .map(|l| {
+                (
+                    users[&l.user] as u32,
+                    items[&l.item] as u32,
+                    f32::from(u8::from(l.liked)),
+                )
+            })
             .collect();
         let snapshot = |vars: &[(&str, Var); 5]| -> Result<Self> {
             Ok(Self {
@@ -183,8 +211,8 @@ impl Mf {
                 let x = ((pu.mul(&qi)?.sum(D::Minus1)? // (B,)
                     + vars[2].1.as_tensor().index_select(&u, 0)?)?
                     + vars[3].1.as_tensor().index_select(&i, 0)?)?
-                    .broadcast_add(vars[4].1.as_tensor())?; // (B,)
-                // BCE with logits, stable: max(x, 0) − x·y + log(1 + e^{−|x|}).
+                .broadcast_add(vars[4].1.as_tensor())?; // (B,)
+                                                        // BCE with logits, stable: max(x, 0) − x·y + log(1 + e^{−|x|}).
                 let bce = ((x.relu()? - x.mul(&y)?)? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
                 let reg = (pu.sqr()?.sum(D::Minus1)? + qi.sqr()?.sum(D::Minus1)?)?;
                 let loss = (bce.mean_all()? + (reg.mean_all()? * cfg.l2)?)?;
@@ -197,7 +225,10 @@ impl Mf {
             let vl = if valid.is_empty() {
                 f64::NAN
             } else {
-                let p: Vec<f64> = valid.iter().map(|l| now.prob(&l.user, &l.item, &[]).0).collect();
+                let p: Vec<f64> = valid
+                    .iter()
+                    .map(|l| now.prob(&l.user, &l.item, &[]).0)
+                    .collect();
                 let y: Vec<bool> = valid.iter().map(|l| l.liked).collect();
                 log_loss(&p, &y)
             };
@@ -206,7 +237,10 @@ impl Mf {
                 train_loss: sum / batches.max(1) as f64,
                 valid_log_loss: vl,
             };
-            reporter.progress(epoch as u64, &[("loss", log.train_loss), ("valid_logloss", vl)]);
+            reporter.progress(
+                epoch as u64,
+                &[("loss", log.train_loss), ("valid_logloss", vl)],
+            );
             logs.push(log);
             if valid.is_empty() || vl < best_loss {
                 (best, best_loss, since) = (now, vl, 0);
@@ -250,10 +284,18 @@ impl Mf {
                     .filter_map(|(h, l)| self.items.get(*h).map(|&i| (i, *l)))
                     .collect();
                 if known.is_empty() {
-                    (zero, 0.0, "; user unknown to S, no known history: item prior".into())
+                    (
+                        zero,
+                        0.0,
+                        "; user unknown to S, no known history: item prior".into(),
+                    )
                 } else {
                     let n = known.len();
-                    (self.fold_in(&known), 0.0, format!("; user unknown to S: folded in from {n} history items"))
+                    (
+                        self.fold_in(&known),
+                        0.0,
+                        format!("; user unknown to S: folded in from {n} history items"),
+                    )
                 }
             }
         };

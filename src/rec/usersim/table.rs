@@ -40,7 +40,12 @@ pub struct ProfileTable {
 
 impl ProfileTable {
     /// Builds the table from profiles and their embeddings (rows in profile order).
-    pub fn new(profiles: Vec<ItemProfile>, pros_emb: Vec<f32>, cons_emb: Vec<f32>, dim: usize) -> Result<Self> {
+    pub fn new(
+        profiles: Vec<ItemProfile>,
+        pros_emb: Vec<f32>,
+        cons_emb: Vec<f32>,
+        dim: usize,
+    ) -> Result<Self> {
         let n = profiles.len();
         ensure!(
             pros_emb.len() == n * dim && cons_emb.len() == n * dim,
@@ -89,7 +94,10 @@ impl ProfileTable {
             Ok(e)
         };
         let (pros, cons) = (load(PROS_FILE)?, load(CONS_FILE)?);
-        ensure!(pros.dim == cons.dim, "pros and cons embeddings differ in width");
+        ensure!(
+            pros.dim == cons.dim,
+            "pros and cons embeddings differ in width"
+        );
         Self::new(profiles, pros.data, cons.data, pros.dim)
     }
 

@@ -163,7 +163,10 @@ pub fn voter_b(t: &ProfileTable, hist: &[Past], cand: usize) -> Vote {
     Vote {
         vote: Some(p > c),
         score: p - c,
-        reason: format!("max pros cosine {p:.3} vs max cons cosine {c:.3} ({})", scope(&s)),
+        reason: format!(
+            "max pros cosine {p:.3} vs max cons cosine {c:.3} ({})",
+            scope(&s)
+        ),
     }
 }
 
