@@ -95,6 +95,11 @@ pub fn measure(fb: &[Feedback], truth: &[bool]) -> Vec<Figures> {
         .zip(truth)
         .map(|(f, &y)| (f.like, f.score, y))
         .collect();
+    let stacked: Vec<(bool, f64, bool)> = fb
+        .iter()
+        .zip(truth)
+        .map(|(f, &y)| (f.stacked >= 0.5, f.stacked, y))
+        .collect();
     let base_rate = truth.iter().filter(|&&y| y).count() as f64 / n.max(1) as f64;
     let majority: Vec<(bool, f64, bool)> =
         truth.iter().map(|&y| (base_rate >= 0.5, 0.5, y)).collect();
