@@ -243,7 +243,7 @@ pub fn profiles_from_cache(
         .iter()
         .map(|it| {
             let mut p = profile_of(it, cache.get(&it.id), template);
-            if cache.get(&it.id).is_none() && !it.text().trim().is_empty() {
+            if !cache.contains_key(&it.id) && !it.text().trim().is_empty() {
                 p.reason = Some("not answered yet: the pass has not reached it".into());
             }
             p
