@@ -65,7 +65,7 @@ fn items(n: usize) -> Vec<Item> {
             title: format!("film {i}"),
             parts: vec![(
                 "genres",
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     "Comedy".into()
                 } else {
                     "Drama".into()
@@ -186,16 +186,32 @@ fn world() -> (ProfileTable, Vec<Rating>) {
     let profiles: Vec<ItemProfile> = (0..6)
         .map(|i| ItemProfile {
             item: i.to_string(),
-            category: vec![if i % 2 == 0 { "comedy" } else { "drama" }.into()],
+            category: vec![if i.is_multiple_of(2) {
+                "comedy"
+            } else {
+                "drama"
+            }
+            .into()],
             pros: vec![
-                if i % 2 == 0 { "funny" } else { "moving" }.into(),
+                if i.is_multiple_of(2) {
+                    "funny"
+                } else {
+                    "moving"
+                }
+                .into(),
                 format!("p{i}"),
             ],
-            cons: vec![if i % 2 == 0 { "silly" } else { "slow" }.into()],
+            cons: vec![if i.is_multiple_of(2) { "silly" } else { "slow" }.into()],
             ..ItemProfile::default()
         })
         .collect();
-    let row = |i: usize| if i % 2 == 0 { [1.0, 0.0] } else { [0.0, 1.0] };
+    let row = |i: usize| {
+        if i.is_multiple_of(2) {
+            [1.0, 0.0]
+        } else {
+            [0.0, 1.0]
+        }
+    };
     let emb: Vec<f32> = (0..6).flat_map(row).collect();
     let table = ProfileTable::new(profiles, emb.clone(), emb, 2).unwrap();
     let mut r = Vec::new();
@@ -204,7 +220,7 @@ fn world() -> (ProfileTable, Vec<Rating>) {
             r.push(Rating {
                 user: format!("u{u}"),
                 item: i.to_string(),
-                rating: if i % 2 == 0 { 5.0 } else { 1.0 },
+                rating: if i.is_multiple_of(2) { 5.0 } else { 1.0 },
                 timestamp: (t + u) as f64,
             });
         }
