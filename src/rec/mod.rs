@@ -17,3 +17,4 @@ pub mod sequences;
 pub mod sid;
 pub mod trackrec;
 pub mod trie;
+pub mod usersim;

@@ -21,4 +21,5 @@ mod sid_build;
 mod trackrec;
 mod trainer;
 mod tree_mdp;
+mod usersim;
 mod vocab;
