@@ -183,7 +183,7 @@ fn an_item_without_text_is_not_sent_and_says_why() {
 /// Six items (comedies 0, 2, 4; dramas 1, 3, 5) with distinct pros/cons, 2-d embeddings, and
 /// ratings where users 0..8 like comedies and dislike dramas.
 fn world() -> (ProfileTable, Vec<Rating>) {
-    let profiles: Vec<ItemProfile> = (0..6)
+    let profiles: Vec<ItemProfile> = (0..6u32)
         .map(|i| ItemProfile {
             item: i.to_string(),
             category: vec![if i.is_multiple_of(2) {
@@ -216,7 +216,7 @@ fn world() -> (ProfileTable, Vec<Rating>) {
     let table = ProfileTable::new(profiles, emb.clone(), emb, 2).unwrap();
     let mut r = Vec::new();
     for u in 0..8 {
-        for (t, i) in [0, 1, 2, 3, 4, 5].iter().enumerate() {
+        for (t, i) in [0u32, 1, 2, 3, 4, 5].iter().enumerate() {
             r.push(Rating {
                 user: format!("u{u}"),
                 item: i.to_string(),
