@@ -4,11 +4,12 @@
 //! recipe (whose keys stay strict), and the run directory is a list of stages, each stage's
 //! training an ordinary `llmrl train` run directory inside it. Part of the CLI layer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use super::train_cli::free_run_dir;
 use super::{console, read_text};
 use crate::rec::trackrec::{config, run};
 use crate::run_dir::{self, RunDir};
@@ -86,16 +87,4 @@ pub fn run(a: TrackRecArgs) -> Result<()> {
         p.test.len()
     ));
     run::run(&plan, &out, report.as_ref())
-}
-
-/// runs/<name>, or runs/<name>-2, -3, ... if taken.
-fn free_run_dir(name: &str) -> PathBuf {
-    let base = Path::new("runs").join(name);
-    if !base.exists() {
-        return base;
-    }
-    (2..)
-        .map(|i| Path::new("runs").join(format!("{name}-{i}")))
-        .find(|p| !p.exists())
-        .expect("an unused name")
 }
