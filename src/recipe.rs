@@ -426,6 +426,13 @@ impl Recipe {
                 v.sid_index = action_space.as_ref().map(|a| a.index.clone());
             }
         }
+        if let VerifierConfig::Usersim(v) = &mut self.verifier {
+            v.resolve_paths(&base_dir);
+            if v.sid_index.is_none() {
+                v.sid_index = action_space.as_ref().map(|a| a.index.clone());
+            }
+            v.validate().context("[verifier]")?;
+        }
         let name = self.name.clone().unwrap_or_else(|| {
             recipe_path
                 .file_stem()

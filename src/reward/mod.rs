@@ -142,6 +142,9 @@ pub enum VerifierConfig {
     ExactMatch(exact::ExactMatchConfig),
     /// Recommendation: the completion's Semantic ID against the target item (`rec::reward`).
     Rec(crate::rec::reward::RecConfig),
+    /// Recommendation: the LLM user simulator's response to the recommended item
+    /// (`rec::usersim::judge`).
+    Usersim(crate::rec::usersim::judge::UsersimConfig),
 }
 
 /// Builds the verifier a config describes. The only place verifier variants are dispatched.
@@ -152,6 +155,9 @@ pub fn build(cfg: &VerifierConfig) -> anyhow::Result<Box<dyn Verifier>> {
         VerifierConfig::External(c) => Box::new(ExternalVerifier::new(c)?),
         VerifierConfig::ExactMatch(c) => Box::new(exact::ExactMatchVerifier::new(c)?),
         VerifierConfig::Rec(c) => Box::new(crate::rec::reward::RecVerifier::new(c)?),
+        VerifierConfig::Usersim(c) => {
+            Box::new(crate::rec::usersim::judge::UserSimJudge::from_config(c)?)
+        }
     })
 }
 
