@@ -13,7 +13,8 @@
 # GENREC_OUT is run_ml100k.sh's output (SID index, sft/, test/sft/); USERSIM_OUT the keyword
 # table's directory (default runs/usersim-ml100k). Environment: LLMRL, SFT_CKPT (default the
 # SFT run's newest checkpoint), STEPS (default 60), RESULTS (default
-# eval/results/rec/usersim/ml100k).
+# eval/results/rec/usersim/ml100k), BETA (the KL weight to the SFT model, default the recipe's
+# 1e-3; another value names the run usersim-grpo-beta$BETA).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${1:-../shared/data/rec/movielens/ml-100k}
@@ -25,6 +26,9 @@ INTER=$(realpath "$DATA/ml-100k.inter")
 IDX=$OUT/sid/index.json
 SFT_CKPT=${SFT_CKPT:-$(ls -d "$OUT"/sft/checkpoints/step_* | tail -1)}
 STEPS=${STEPS:-60}
+BETA=${BETA:-0.001}
+NAME=usersim-grpo
+[ "$BETA" = 0.001 ] || NAME=usersim-grpo-beta$BETA
 
 # 1. Keyword table (SmolLM2-135M-Instruct; ~45 min on an idle 2-core CPU) and fidelity.
 [ -f "$SIM/keywords.jsonl" ] || nice -n 5 "$LLMRL" usersim build --items "$DATA/ml-100k.item" \
@@ -33,7 +37,7 @@ STEPS=${STEPS:-60}
   --episodes 100 --seed 0 --out "$RESULTS"
 
 # 2. GRPO against the simulator (a killed run continues with --resume).
-RUN=$OUT/usersim-grpo
+RUN=$OUT/$NAME
 if [ ! -f "$RUN/done" ]; then
   if [ -d "$RUN" ]; then
     nice -n 5 "$LLMRL" train --resume "$RUN"
@@ -41,18 +45,21 @@ if [ ! -f "$RUN/done" ]; then
     nice -n 5 "$LLMRL" train recipes/ml100k-sid-usersim.toml --out "$RUN" \
       --set model.source="$SFT_CKPT/model" --set data.inter="$INTER" --set data.index="$IDX" \
       --set generation.constraint.sid_index="$IDX" --set verifier.profiles="$(realpath "$SIM")" \
-      --set verifier.inter="$INTER" --set train.max_steps="$STEPS" --set checkpoint.every=30
+      --set verifier.inter="$INTER" --set train.max_steps="$STEPS" --set checkpoint.every=30 \
+      --set algorithm.beta="$BETA"
   fi
   touch "$RUN/done"
 fi
 
-# 3. The real metric, before (SFT, run_ml100k.sh's test rows) and after.
-LAST=$(ls -d "$RUN"/checkpoints/step_* | tail -1)
-[ -f "$OUT/test/usersim-grpo/metrics.json" ] || "$LLMRL" rec eval --model "$LAST/model" \
-  --index "$IDX" --inter "$INTER" --split loo --part test --beams 50 \
-  --against sft="$OUT/test/sft/beam50.rows.jsonl" --out "$OUT/test/usersim-grpo"
-mkdir -p "$RESULTS/rl"
-cp "$RUN/metrics.jsonl" "$RESULTS/rl/metrics.jsonl"
-cp "$OUT/test/usersim-grpo/metrics.json" "$RESULTS/rl/test_metrics.json"
-cp "$OUT/test/sft/metrics.json" "$RESULTS/rl/test_metrics_sft.json"
-echo "$0 $*  (SFT_CKPT=$SFT_CKPT STEPS=$STEPS)" > "$RESULTS/rl/command.txt"
+# 3. The real metric, before (SFT, run_ml100k.sh's test rows) and after, at every checkpoint.
+mkdir -p "$RESULTS/$NAME"
+for ck in "$RUN"/checkpoints/step_*; do
+  t="$OUT/test/$NAME/$(basename "$ck")"
+  [ -f "$t/metrics.json" ] || "$LLMRL" rec eval --model "$ck/model" \
+    --index "$IDX" --inter "$INTER" --split loo --part test --beams 50 \
+    --against sft="$OUT/test/sft/beam50.rows.jsonl" --out "$t"
+  cp "$t/metrics.json" "$RESULTS/$NAME/test_metrics_$(basename "$ck").json"
+done
+cp "$RUN/metrics.jsonl" "$RESULTS/$NAME/metrics.jsonl"
+cp "$OUT/test/sft/metrics.json" "$RESULTS/test_metrics_sft.json"
+echo "BETA=$BETA STEPS=$STEPS SFT_CKPT=$SFT_CKPT $0 $*" > "$RESULTS/$NAME/command.txt"
