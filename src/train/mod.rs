@@ -110,6 +110,15 @@ pub fn train_from(plan: &Plan, run: &RunDir, start: Start, report: &dyn Reporter
         std::fs::remove_file(run.path("metrics.jsonl")).ok();
     }
     let ckpt = ckpt.as_ref().map(|(_, dir)| dir.as_path());
+    // One process per GPU (scripts/launch_nccl.sh): this process is the rank its environment says.
+    #[cfg(feature = "nccl")]
+    if let Some(env) = parallel::EnvRank::from_env()? {
+        parallel::check_world_size(env.world_size, r.train.prompts_per_step)?;
+        let comm = parallel::nccl::NcclComm::new(&env, &plan.device()?.0)?;
+        let lead = env.rank == 0;
+        let report: &dyn Reporter = if lead { report } else { &Silent };
+        return run_rank(plan, lead.then_some(run), ckpt, &comm, report);
+    }
     match r.train.world_size {
         1 => run_rank(plan, Some(run), ckpt, &parallel::Single, report),
         n => parallel::threads::run(n, |comm| {
