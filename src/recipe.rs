@@ -530,6 +530,12 @@ impl Recipe {
             })
             .with_context(|| format!("[data] for algorithm {}", algo.name()))?;
         }
+        if algo.rollout_source() == RolloutSource::Preference {
+            check_rows(train_examples.iter(), |ex| {
+                crate::data::preference::Preference::from_example(ex).map(|_| ())
+            })
+            .with_context(|| format!("[data] for algorithm {}", algo.name()))?;
+        }
         let judged: Vec<&Example> = if sampled {
             all().collect()
         } else {
@@ -687,7 +693,14 @@ name = "grpo"
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
+            let trackrec = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("trackrec-"));
+            if trackrec {
+                // Two models, their own recipe shape: rec::trackrec::config checks these.
+                crate::rec::trackrec::config::load(&path, &[])
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            } else if path.extension().is_some_and(|e| e == "toml") {
                 load_recipe(&path, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
                 n += 1;
             }

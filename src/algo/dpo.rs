@@ -18,13 +18,16 @@
 //! divided by the mini-batch's number of groups, so micro-batch gradients just add up. A group
 //! must never be split across micro-batches (S-DPO couples its members; DPO's pairs too).
 //!
+//! [`PreferenceAlgo`] is either loss as a trainer algorithm (`[algorithm] name = "dpo"` or
+//! `"sdpo"`): the trainer brings each preference row as a group of sequences, chosen first.
+//!
 //! Not here: log-probs (the trainer computes them), datasets ([`crate::data::preference`]).
 
 use anyhow::{bail, ensure, Result};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::Metrics;
+use super::{Algorithm, LogProbStats, Metrics, MinibatchShape, RolloutSource, TokenBatch};
 
 /// `[algorithm]` table of `name = "dpo"` and `name = "sdpo"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -323,6 +326,76 @@ pub fn sequence_sums(token_values: &Tensor, lens: &[usize]) -> Result<Tensor> {
 
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// DPO / S-DPO as a trainer algorithm. The trainer brings each preference row as one group of
+/// sequences, its chosen completion first and then its rejected ones
+/// ([`RolloutSource::Preference`]), keeps groups whole in mini- and micro-batches, and gives the
+/// per-token log-probs of the policy and of the frozen reference (the model the recipe loads);
+/// the loss sums them per sequence and applies [`PreferenceLoss`].
+pub struct PreferenceAlgo {
+    loss: PreferenceLoss,
+}
+
+impl PreferenceAlgo {
+    pub fn new(kind: PreferenceKind, cfg: &DpoConfig) -> Result<Self> {
+        Ok(Self {
+            loss: PreferenceLoss::new(kind, cfg)?,
+        })
+    }
+}
+
+impl Algorithm for PreferenceAlgo {
+    fn name(&self) -> &'static str {
+        self.loss.name()
+    }
+
+    fn rollout_source(&self) -> RolloutSource {
+        RolloutSource::Preference
+    }
+
+    fn advantages(&self, rewards: &[f32], _group_size: usize) -> Vec<f32> {
+        vec![1.0; rewards.len()]
+    }
+
+    /// 1 / (groups in the mini-batch) on every token: the loss reads it back as the normalizer
+    /// of its mean over examples, so micro-batch losses add up to the mini-batch's.
+    fn token_weight(&self, _len: usize, mb: &MinibatchShape) -> f32 {
+        1.0 / mb.num_groups.max(1) as f32
+    }
+
+    fn loss(&self, cur: &LogProbStats, b: &TokenBatch) -> Result<(Tensor, Metrics)> {
+        let Some(ref_logp) = &b.ref_logp else {
+            bail!("{}: the trainer gave no reference log-probs", self.name());
+        };
+        let policy = b.sequence_sums(&cur.logp)?; // (S,)
+        let reference = b.sequence_sums(ref_logp)?; // (S,)
+                                                    // Runs of one group id: the chosen sequence, then its rejected ones.
+        let mut rejected: Vec<usize> = Vec::new();
+        for (i, g) in b.groups.iter().enumerate() {
+            match i.checked_sub(1).map(|j| b.groups[j]) {
+                Some(prev) if prev == *g => *rejected.last_mut().expect("a run is open") += 1,
+                _ => rejected.push(0),
+            }
+        }
+        let groups = PreferenceGroups::new(rejected)?;
+        let w = b.weight.to_dtype(DType::F64)?.get(0)?.to_scalar::<f64>()?;
+        let batch = PreferenceBatch {
+            policy_logp: &policy,
+            ref_logp: &reference,
+            groups: &groups,
+            minibatch_groups: (1.0 / w).round() as usize,
+        };
+        self.loss.loss(&batch)
+    }
+
+    fn needs_reference(&self) -> bool {
+        true
+    }
+
+    fn keeps_groups_whole(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

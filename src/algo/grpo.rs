@@ -250,6 +250,7 @@ mod tests {
     fn token_weights_per_loss_type() {
         let mb = MinibatchShape {
             num_sequences: 2,
+            num_groups: 2,
             num_tokens: 10,
             max_new_tokens: 8,
         };

@@ -112,6 +112,8 @@ impl TokenBatch {
 #[derive(Clone, Copy, Debug)]
 pub struct MinibatchShape {
     pub num_sequences: usize,
+    /// Distinct groups (prompts, or preference rows) among them.
+    pub num_groups: usize,
     pub num_tokens: usize,
     pub max_new_tokens: usize,
 }
@@ -123,6 +125,9 @@ pub enum RolloutSource {
     Policy,
     /// The dataset's own reference completion, one per prompt (SFT); nothing is judged.
     Reference,
+    /// Each preference row as one group: its chosen completion, then its rejected ones (DPO,
+    /// S-DPO); nothing is judged.
+    Preference,
 }
 
 pub trait Algorithm {
@@ -171,6 +176,10 @@ pub enum AlgoConfig {
     Rover(rover::RoverConfig),
     /// Supervised fine-tuning on the dataset's reference completions (warm starts).
     Sft(sft::SftConfig),
+    /// DPO on preference rows (`[data] source = "preference"`) against the recipe's model.
+    Dpo(dpo::DpoConfig),
+    /// S-DPO: one chosen against all its rejected completions in one softmax.
+    Sdpo(dpo::DpoConfig),
 }
 
 impl AlgoConfig {
@@ -179,7 +188,7 @@ impl AlgoConfig {
     pub fn num_minibatches(&self) -> Option<usize> {
         match self {
             Self::Rover(c) => Some(c.num_minibatches),
-            Self::Grpo(_) | Self::Sft(_) => None,
+            Self::Grpo(_) | Self::Sft(_) | Self::Dpo(_) | Self::Sdpo(_) => None,
         }
     }
 }
@@ -190,6 +199,8 @@ pub fn build(cfg: &AlgoConfig) -> Result<Box<dyn Algorithm>> {
         AlgoConfig::Grpo(c) => Box::new(grpo::Grpo::new(c)?),
         AlgoConfig::Rover(c) => Box::new(rover::Rover::new(c)?),
         AlgoConfig::Sft(c) => Box::new(sft::Sft::new(c)),
+        AlgoConfig::Dpo(c) => Box::new(dpo::PreferenceAlgo::new(dpo::PreferenceKind::Dpo, c)?),
+        AlgoConfig::Sdpo(c) => Box::new(dpo::PreferenceAlgo::new(dpo::PreferenceKind::Sdpo, c)?),
     })
 }
 

@@ -59,6 +59,7 @@ mod tests {
         // Two sequences of 2 and 1 tokens: NLL = (1 + 2 + 3) / 3 = 2.
         let mb = MinibatchShape {
             num_sequences: 2,
+            num_groups: 2,
             num_tokens: 3,
             max_new_tokens: 8,
         };

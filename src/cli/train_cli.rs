@@ -110,8 +110,8 @@ fn algorithm_name(a: &crate::algo::AlgoConfig) -> String {
         .unwrap_or_default()
 }
 
-/// runs/<name>, or runs/<name>-2, -3, ... if taken.
-fn free_run_dir(name: &str) -> PathBuf {
+/// runs/<name>, or runs/<name>-2, -3, ... if taken (a run directory is never overwritten).
+pub(super) fn free_run_dir(name: &str) -> PathBuf {
     let base = Path::new("runs").join(name);
     if !base.exists() {
         return base;

@@ -43,6 +43,21 @@ const BUILTIN: &[(&str, &str, Option<&str>)] = &[
         include_str!("../../prompts/minionerec_sid_rl.txt"),
         None,
     ),
+    (
+        "trackrec_cot",
+        include_str!("../../prompts/trackrec_cot.txt"),
+        None,
+    ),
+    (
+        "trackrec_validator",
+        include_str!("../../prompts/trackrec_validator.txt"),
+        None,
+    ),
+    (
+        "trackrec_validator_nocot",
+        include_str!("../../prompts/trackrec_validator_nocot.txt"),
+        None,
+    ),
 ];
 
 /// The crate's own `prompts/` directory (where the built-in templates live in the source tree).

@@ -44,6 +44,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
+use super::atomic::AtomicFile;
 use super::minionerec_csv::parse_py_list;
 
 /// The labelled parts after the title, in template order.
@@ -133,30 +134,12 @@ fn join_unique<'a>(values: impl IntoIterator<Item = &'a str>, sep: &str) -> Stri
 // ------------------------------------------------------------------------------------------------
 // RecBole .item
 
-/// `(name, type)` of each header column: `item_id:token` → (`item_id`, `token`).
-fn typed_header(line: &str) -> Vec<(String, String)> {
-    line.split('\t')
-        .map(|c| match c.split_once(':') {
-            Some((n, t)) => (n.trim().to_string(), t.trim().to_string()),
-            None => (c.trim().to_string(), "token".to_string()),
-        })
-        .collect()
-}
-
 fn read_atomic(path: &Path) -> Result<Catalogue> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading items {}", path.display()))?;
-    let mut lines = text.lines();
-    let header = typed_header(lines.next().unwrap_or(""));
-    let names: Vec<&str> = header.iter().map(|(n, _)| n.as_str()).collect();
-    let find = |cands: &[&str]| cands.iter().find_map(|c| names.iter().position(|n| n == c));
-    let id_col = find(&["item_id"]).with_context(|| {
-        format!(
-            "{}: no `item_id` column in the header (found {names:?}); hint: a RecBole `.item` \
-             header reads `item_id:token\\tmovie_title:token_seq\\t...`",
-            path.display()
-        )
-    })?;
+    let file = AtomicFile::read(path, "items")?;
+    let header = &file.header;
+    let names = file.names();
+    let find = |cands: &[&str]| file.find(cands);
+    let id_col = file.column("item_id", "item_id:token\\tmovie_title:token_seq\\t...")?;
     let title_col = find(&TITLE_COLUMNS).with_context(|| {
         format!(
             "{}: no title column in the header (found {names:?}); the item text needs one of \
@@ -176,19 +159,8 @@ fn read_atomic(path: &Path) -> Result<Catalogue> {
 
     let mut items = Vec::new();
     let mut rows: HashMap<String, usize> = HashMap::new();
-    for (k, line) in lines.enumerate() {
-        let row = k + 2;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let cols: Vec<&str> = line.split('\t').collect();
-        ensure!(
-            cols.len() == header.len(),
-            "{} row {row}: {} columns, the header has {}; hint: fields are tab-separated",
-            path.display(),
-            cols.len(),
-            header.len()
-        );
+    for r in file.rows() {
+        let (row, cols) = r?;
         let id = cols[id_col].trim().to_string();
         ensure!(
             !id.is_empty(),

@@ -2,6 +2,7 @@
 //! embeddings, rankers and their metrics.
 
 pub mod action_space;
+pub mod atomic;
 pub mod baselines;
 pub mod dataset;
 pub mod embed;
@@ -14,4 +15,6 @@ pub mod sasrec;
 pub mod scratch;
 pub mod sequences;
 pub mod sid;
+pub mod trackrec;
 pub mod trie;
+pub mod usersim;

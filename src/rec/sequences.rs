@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::atomic::AtomicFile;
+
 /// Default history length (MiniOneRec: the previous ≤ 10 items).
 pub const DEFAULT_MAX_HISTORY: usize = 10;
 
@@ -207,54 +209,25 @@ impl Log {
 // ------------------------------------------------------------------------------------------------
 // RecBole atomic files
 
-/// A RecBole atomic file's header: `name:type` per tab-separated column.
-fn atomic_header(line: &str) -> Vec<String> {
-    line.split('\t')
-        .map(|c| c.split(':').next().unwrap_or(c).trim().to_string())
-        .collect()
-}
-
-fn column(path: &Path, header: &[String], name: &str) -> Result<usize> {
-    header.iter().position(|c| c == name).with_context(|| {
-        format!(
-            "{}: no `{name}` column in the header (found {:?}); hint: a RecBole `.inter` header \
-             reads `user_id:token\\titem_id:token\\trating:float\\ttimestamp:float`",
-            path.display(),
-            header
-        )
-    })
-}
+/// A RecBole `.inter` header, for hints.
+const INTER_HEADER: &str = "user_id:token\\titem_id:token\\trating:float\\ttimestamp:float";
 
 /// Reads a RecBole `.inter` file (tab-separated, `name:type` header; needs `user_id`, `item_id`,
 /// `timestamp`).
 pub fn read_atomic_inter(path: &Path) -> Result<Log> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading interactions {}", path.display()))?;
-    let mut lines = text.lines();
-    let header = atomic_header(lines.next().unwrap_or(""));
+    let file = AtomicFile::read(path, "interactions")?;
     let (u, i, t) = (
-        column(path, &header, "user_id")?,
-        column(path, &header, "item_id")?,
-        column(path, &header, "timestamp")?,
+        file.column("user_id", INTER_HEADER)?,
+        file.column("item_id", INTER_HEADER)?,
+        file.column("timestamp", INTER_HEADER)?,
     );
     let mut log = Log {
         file: path.to_path_buf(),
         timed: true,
         ..Log::default()
     };
-    for (k, line) in lines.enumerate() {
-        let row = k + 2;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let cols: Vec<&str> = line.split('\t').collect();
-        ensure!(
-            cols.len() == header.len(),
-            "{} row {row}: {} columns, the header has {}",
-            path.display(),
-            cols.len(),
-            header.len()
-        );
+    for r in file.rows() {
+        let (row, cols) = r?;
         let timestamp: f64 = cols[t].trim().parse().map_err(|_| {
             anyhow::anyhow!(
                 "{} row {row}: timestamp `{}` is not a number",
@@ -293,31 +266,18 @@ pub struct AtomicItem {
 
 /// Reads a RecBole `.item` file (needs `item_id`).
 pub fn read_atomic_items(path: &Path) -> Result<Vec<AtomicItem>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading items {}", path.display()))?;
-    let mut lines = text.lines();
-    let header = atomic_header(lines.next().unwrap_or(""));
-    let id_col = column(path, &header, "item_id")?;
+    let file = AtomicFile::read(path, "items")?;
+    let id_col = file.column("item_id", "item_id:token\\tmovie_title:token_seq\\t...")?;
     let mut out = Vec::new();
-    for (k, line) in lines.enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let cols: Vec<&str> = line.split('\t').collect();
-        ensure!(
-            cols.len() == header.len(),
-            "{} row {}: {} columns, the header has {}",
-            path.display(),
-            k + 2,
-            cols.len(),
-            header.len()
-        );
-        let fields = header
+    for r in file.rows() {
+        let (_, cols) = r?;
+        let fields = file
+            .header
             .iter()
             .zip(&cols)
             .enumerate()
             .filter(|(c, _)| *c != id_col)
-            .map(|(_, (h, v))| (h.clone(), v.trim().to_string()))
+            .map(|(_, ((h, _), v))| (h.clone(), v.trim().to_string()))
             .collect();
         out.push(AtomicItem {
             id: cols[id_col].trim().to_string(),

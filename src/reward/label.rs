@@ -440,7 +440,7 @@ fn normalize(s: &str) -> String {
 }
 
 /// A true-label value: `Some(true)` for the positive label, `None` for null (unlabelled).
-fn parse_truth(v: &Value, labels: &[String; 2]) -> std::result::Result<Option<bool>, String> {
+pub fn parse_truth(v: &Value, labels: &[String; 2]) -> std::result::Result<Option<bool>, String> {
     let [pos, neg] = labels;
     let bad = || {
         format!(

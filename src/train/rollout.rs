@@ -95,6 +95,7 @@ pub fn collect(
     match algo.rollout_source() {
         RolloutSource::Policy => sample_and_judge(ctx, algo, judge, explore, examples, step),
         RolloutSource::Reference => reference_completions(ctx, examples),
+        RolloutSource::Preference => preference_completions(ctx, examples),
     }
 }
 
@@ -465,6 +466,51 @@ fn reference_completions(ctx: &RolloutCtx, examples: Vec<Example>) -> Result<Rol
     let mut metrics = Metrics::new();
     let num_tokens: usize = samples.iter().map(|s| s.completion.token_ids.len()).sum();
     metrics.insert("num_tokens".into(), num_tokens as f64);
+    Ok(Rollout {
+        examples,
+        samples,
+        metrics,
+        generated: false,
+    })
+}
+
+/// DPO/S-DPO: each preference row as one group, its chosen completion then its rejected ones
+/// (each plus EOS, advantage 1), under the prompt the recipe's template renders from the row;
+/// nothing is judged.
+fn preference_completions(ctx: &RolloutCtx, examples: Vec<Example>) -> Result<Rollout> {
+    let tok = &ctx.policy.tokenizer;
+    let mut samples = Vec::new();
+    for (i, ex) in examples.iter().enumerate() {
+        let pref = crate::data::preference::Preference::from_example(ex)?;
+        let prompt = Arc::new(ctx.prompter.ids(tok, ex)?);
+        let texts = std::iter::once(pref.chosen).chain(pref.rejected);
+        for (j, text) in texts.enumerate() {
+            let mut ids = tok.encode(&text, false)?;
+            ids.extend(tok.eos_ids.first().copied());
+            let n = ids.len();
+            samples.push(Sample {
+                prompt: prompt.clone(),
+                completion: Completion {
+                    prompt_index: i,
+                    sample_index: j,
+                    token_ids: ids,
+                    logprobs: vec![0.0; n],
+                    mean_logprobs: vec![0.0; n],
+                    entropies: vec![],
+                    text,
+                    finish_reason: Finish::Eos,
+                    seed: 0,
+                },
+                score: Score::zero(if j == 0 { "chosen" } else { "rejected" }),
+                advantage: 1.0,
+                in_loss: true,
+            });
+        }
+    }
+    let mut metrics = Metrics::new();
+    let num_tokens: usize = samples.iter().map(|s| s.completion.token_ids.len()).sum();
+    metrics.insert("num_tokens".into(), num_tokens as f64);
+    metrics.insert("num_sequences".into(), samples.len() as f64);
     Ok(Rollout {
         examples,
         samples,

@@ -88,6 +88,11 @@ pub fn optimize(
             }
             let shape = MinibatchShape {
                 num_sequences: mb.len(),
+                num_groups: mb
+                    .iter()
+                    .map(|&i| seqs[i].group)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len(),
                 num_tokens: mb.iter().map(|&i| seqs[i].tokens.len()).sum(),
                 max_new_tokens: plan.max_new_tokens,
             };

@@ -140,6 +140,7 @@ fn first_minibatch_grads(
     let n = cur.logp.dim(0).unwrap();
     let shape = MinibatchShape {
         num_sequences: outs.len(),
+        num_groups: outs.len(),
         num_tokens: n,
         max_new_tokens: 6,
     };
@@ -224,6 +225,7 @@ fn rover_loss_gradient_matches_finite_differences() {
     let n = old_stats.logp.dim(0).unwrap();
     let shape = MinibatchShape {
         num_sequences: 4,
+        num_groups: 4,
         num_tokens: n,
         max_new_tokens: 6,
     };
@@ -347,6 +349,7 @@ fn zero_advantage_samples_carry_no_gradient_in_grpo() {
     let n_all = old.logp.dim(0).unwrap();
     let shape = MinibatchShape {
         num_sequences: outs.len(),
+        num_groups: outs.len(),
         num_tokens: n_all,
         max_new_tokens: 6,
     };

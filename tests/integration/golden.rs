@@ -45,6 +45,36 @@ fn logits_match_transformers_at_every_position() {
 }
 
 #[test]
+fn streamed_decode_matmul_logits_match_the_gemm_path() {
+    // Mode::Infer runs every projection and the LM head of up to 32 rows through the streaming
+    // kernel (`ops/decode_matmul.rs`, AVX-512 / AVX2 / portable by CPU); Mode::Train's weights
+    // track gradients, so the same forward takes candle's gemm. Different summation orders:
+    // equal to rounding, well inside 1e-4.
+    for fam in FAMILIES {
+        let m = load_fixture(fam);
+        let kernel = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
+        let gemm = Decoder::new(&m.config, &m.params, Mode::Train).unwrap();
+        for case in expected(fam)["cases"].as_array().unwrap() {
+            let input = ids(&case["input_ids"]);
+            let a: Vec<f32> = logits_of(&kernel, &input, &Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let b: Vec<f32> = logits_of(&gemm, &input, &Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let d = max_abs_diff(&a, &b);
+            assert!(d <= 1e-4, "{fam}: len {}: max |Δlogit| = {d}", input.len());
+        }
+    }
+}
+
+#[test]
 fn padded_ragged_batch_equals_each_row_alone() {
     for fam in FAMILIES {
         let m = load_fixture(fam);

@@ -19,6 +19,8 @@ mod newcomer;
 mod rec_baseline;
 mod rec_rl;
 mod sid_build;
+mod trackrec;
 mod trainer;
 mod tree_mdp;
+mod usersim;
 mod vocab;

@@ -140,6 +140,7 @@ fn sampler_and_trainer_agree_under_the_constraint() {
     // Both losses on the recomputed statistics, with the sampler's as the old policy.
     let shape = MinibatchShape {
         num_sequences: out.len(),
+        num_groups: out.len(),
         num_tokens: lp.len(),
         max_new_tokens: 6,
     };
