@@ -153,6 +153,28 @@ impl EnvRank {
     }
 }
 
+/// This process's place when it was launched as one of several (`scripts/launch_nccl.sh`, or
+/// torchrun-style variables with `WORLD_SIZE` > 1); `None` for a lone process. A build without
+/// the `nccl` feature refuses such a launch rather than run N unrelated copies into one run
+/// directory.
+pub fn launched() -> Result<Option<EnvRank>> {
+    let Some(env) = EnvRank::from_env()? else {
+        return Ok(None);
+    };
+    if env.world_size == 1 {
+        return Ok(None);
+    }
+    #[cfg(not(feature = "nccl"))]
+    anyhow::bail!(
+        "WORLD_SIZE={} is set, but this build has no `nccl` feature; hint: one process per GPU \
+         needs `FEATURES=nccl scripts/build_cuda.sh`, and workers on this machine's CPU are \
+         `[train] world_size = N` in one process",
+        env.world_size
+    );
+    #[cfg(feature = "nccl")]
+    Ok(Some(env))
+}
+
 /// Sum the accumulated gradients of `params` over the ranks, in place: after it every rank
 /// holds the gradient of the whole mini-batch. A parameter no rank has a gradient for stays
 /// without one (the optimizer then leaves it alone, as with one worker); one that only some

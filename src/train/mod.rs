@@ -90,32 +90,37 @@ pub fn train_from(plan: &Plan, run: &RunDir, start: Start, report: &dyn Reporter
     if let Some((step, _)) = &ckpt {
         check_resume_step(*step, total)?;
     }
-    if let Some((step, dir)) = &ckpt {
-        run.truncate_jsonl_after("metrics.jsonl", *step)?;
-        run.truncate_jsonl_after("eval.jsonl", *step)?;
-        report.message(&format!("resuming {} from step {step}", run.root.display()));
-        if !dir.join(OPTIMIZER_FILE).is_file() {
+    // Launched as one process per GPU (scripts/launch_nccl.sh), only rank 0 touches the run
+    // directory; the others read the checkpoint and write nothing.
+    let launched = parallel::launched()?;
+    let lead = launched.as_ref().is_none_or(|e| e.rank == 0);
+    if lead {
+        if let Some((step, dir)) = &ckpt {
+            run.truncate_jsonl_after("metrics.jsonl", *step)?;
+            run.truncate_jsonl_after("eval.jsonl", *step)?;
+            report.message(&format!("resuming {} from step {step}", run.root.display()));
+            if !dir.join(OPTIMIZER_FILE).is_file() {
+                report.message(&format!(
+                    "warning: {} keeps no optimizer state (checkpoint.optimizer_state = \"latest\" \
+                     drops it from older checkpoints): AdamW restarts from zero moments, so this \
+                     resume does not reproduce an uninterrupted run exactly",
+                    dir.display()
+                ));
+            }
+        } else if matches!(start, Start::Resume(_)) {
             report.message(&format!(
-                "warning: {} keeps no optimizer state (checkpoint.optimizer_state = \"latest\" \
-                 drops it from older checkpoints): AdamW restarts from zero moments, so this \
-                 resume does not reproduce an uninterrupted run exactly",
-                dir.display()
+                "no checkpoint in {} yet: starting from step 0",
+                run.root.display()
             ));
+            std::fs::remove_file(run.path("metrics.jsonl")).ok();
         }
-    } else if matches!(start, Start::Resume(_)) {
-        report.message(&format!(
-            "no checkpoint in {} yet: starting from step 0",
-            run.root.display()
-        ));
-        std::fs::remove_file(run.path("metrics.jsonl")).ok();
     }
     let ckpt = ckpt.as_ref().map(|(_, dir)| dir.as_path());
     // One process per GPU (scripts/launch_nccl.sh): this process is the rank its environment says.
     #[cfg(feature = "nccl")]
-    if let Some(env) = parallel::EnvRank::from_env()? {
+    if let Some(env) = launched {
         parallel::check_world_size(env.world_size, r.train.prompts_per_step)?;
         let comm = parallel::nccl::NcclComm::new(&env, &plan.device()?.0)?;
-        let lead = env.rank == 0;
         let report: &dyn Reporter = if lead { report } else { &Silent };
         return run_rank(plan, lead.then_some(run), ckpt, &comm, report);
     }
