@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::cuda::cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
 use candle_core::cuda::cudarc::nccl::safe::{Comm as Nccl, Id, NcclType, ReduceOp};
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, DType, Device, Layout, Shape, Tensor};
 
 use super::{Comm, EnvRank};
@@ -163,7 +164,9 @@ impl AllReduce<'_> {
     where
         T: candle_core::cuda_backend::CudaDType + DeviceRepr + ValidAsZeroBits + NcclType,
     {
-        let err = |e| candle_core::Error::Msg(format!("nccl all-reduce: {e:?}"));
+        fn err(e: impl std::fmt::Debug) -> candle_core::Error {
+            candle_core::Error::Msg(format!("nccl all-reduce: {e:?}"))
+        }
         let Some((start, end)) = l.contiguous_offsets() else {
             candle_core::bail!("nccl all-reduce: the tensor must be contiguous");
         };
