@@ -417,20 +417,14 @@ impl Recipe {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        if let VerifierConfig::External(e) = &mut self.verifier {
-            let dir = base_dir.join(e.working_dir.clone().unwrap_or_default());
-            e.working_dir = Some(std::fs::canonicalize(&dir).unwrap_or(dir));
-        }
         let action_space = match &self.generation.constraint {
             Some(c) => Some(c.resolve(&base_dir)?),
             None => None,
         };
-        if let VerifierConfig::Rec(v) = &mut self.verifier {
-            v.resolve_paths(&base_dir);
-            if v.sid_index.is_none() {
-                v.sid_index = action_space.as_ref().map(|a| a.index.clone());
-            }
-        }
+        let sid_index = action_space.as_ref().map(|a| a.index.as_path());
+        self.verifier
+            .resolve_paths(&base_dir, sid_index)
+            .context("[verifier]")?;
         let name = self.name.clone().unwrap_or_else(|| {
             recipe_path
                 .file_stem()

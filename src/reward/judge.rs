@@ -91,6 +91,7 @@ pub enum JudgeConfig {
     External(ExternalConfig),
     ExactMatch(ExactMatchConfig),
     Rec(crate::rec::reward::RecConfig),
+    Usersim(crate::rec::usersim::judge::UsersimConfig),
     /// p(label) / (p(label) + p(other)) from a causal LM's next-token logits.
     Label(LabelConfig),
 }
@@ -103,6 +104,7 @@ impl From<VerifierConfig> for JudgeConfig {
             VerifierConfig::External(c) => JudgeConfig::External(c),
             VerifierConfig::ExactMatch(c) => JudgeConfig::ExactMatch(c),
             VerifierConfig::Rec(c) => JudgeConfig::Rec(c),
+            VerifierConfig::Usersim(c) => JudgeConfig::Usersim(c),
         }
     }
 }
@@ -116,6 +118,7 @@ impl JudgeConfig {
             JudgeConfig::External(c) => VerifierConfig::External(c.clone()),
             JudgeConfig::ExactMatch(c) => VerifierConfig::ExactMatch(c.clone()),
             JudgeConfig::Rec(c) => VerifierConfig::Rec(c.clone()),
+            JudgeConfig::Usersim(c) => VerifierConfig::Usersim(c.clone()),
             JudgeConfig::Label(_) => return None,
         })
     }
@@ -136,6 +139,7 @@ impl JudgeConfig {
             }
             JudgeConfig::Label(l) => l.resolve_paths(base_dir),
             JudgeConfig::Rec(r) => r.resolve_paths(base_dir),
+            JudgeConfig::Usersim(u) => u.resolve_paths(base_dir),
             _ => {}
         }
     }

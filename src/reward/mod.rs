@@ -21,6 +21,8 @@ pub mod label;
 pub mod math;
 mod score_file;
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use crate::data::Example;
@@ -142,6 +144,42 @@ pub enum VerifierConfig {
     ExactMatch(exact::ExactMatchConfig),
     /// Recommendation: the completion's Semantic ID against the target item (`rec::reward`).
     Rec(crate::rec::reward::RecConfig),
+    /// Recommendation: the LLM user simulator's response to the recommended item
+    /// (`rec::usersim::judge`).
+    Usersim(crate::rec::usersim::judge::UsersimConfig),
+}
+
+impl VerifierConfig {
+    /// Anchors relative paths at `base_dir` (the recipe's directory): the external program's
+    /// working directory, the recommendation verifiers' files, whose SID table defaults to
+    /// `sid_index` (the recipe's constraint); checks what needs no reading of file contents.
+    pub fn resolve_paths(
+        &mut self,
+        base_dir: &Path,
+        sid_index: Option<&Path>,
+    ) -> anyhow::Result<()> {
+        match self {
+            VerifierConfig::External(e) => {
+                let dir = base_dir.join(e.working_dir.clone().unwrap_or_default());
+                e.working_dir = Some(std::fs::canonicalize(&dir).unwrap_or(dir));
+            }
+            VerifierConfig::Rec(v) => {
+                v.resolve_paths(base_dir);
+                if v.sid_index.is_none() {
+                    v.sid_index = sid_index.map(Path::to_path_buf);
+                }
+            }
+            VerifierConfig::Usersim(v) => {
+                v.resolve_paths(base_dir);
+                if v.sid_index.is_none() {
+                    v.sid_index = sid_index.map(Path::to_path_buf);
+                }
+                v.validate()?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// Builds the verifier a config describes. The only place verifier variants are dispatched.
@@ -152,6 +190,9 @@ pub fn build(cfg: &VerifierConfig) -> anyhow::Result<Box<dyn Verifier>> {
         VerifierConfig::External(c) => Box::new(ExternalVerifier::new(c)?),
         VerifierConfig::ExactMatch(c) => Box::new(exact::ExactMatchVerifier::new(c)?),
         VerifierConfig::Rec(c) => Box::new(crate::rec::reward::RecVerifier::new(c)?),
+        VerifierConfig::Usersim(c) => {
+            Box::new(crate::rec::usersim::judge::UserSimJudge::from_config(c)?)
+        }
     })
 }
 

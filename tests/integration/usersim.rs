@@ -367,3 +367,75 @@ fn a_rating_outside_the_scale_is_a_clear_error() {
     );
     assert!(e.contains("outside the scale") && e.contains("hint"), "{e}");
 }
+
+/// `world()` written as a user would have it: a `usersim build` directory and a RecBole
+/// `.inter` file with ratings.
+fn world_on_disk(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (table, r) = world();
+    let profiles = dir.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    profile::write_table(&profiles.join("keywords.jsonl"), &table.profiles).unwrap();
+    let ids: Vec<String> = table.profiles.iter().map(|p| p.item.clone()).collect();
+    for (name, data) in [
+        ("pros.safetensors", &table.pros_emb),
+        ("cons.safetensors", &table.cons_emb),
+    ] {
+        let e = llmrl::rec::embed::ItemEmbeddings {
+            ids: ids.clone(),
+            data: data.clone(),
+            dim: table.dim,
+            metadata: Default::default(),
+        };
+        llmrl::rec::embed::write_item_embeddings(&profiles.join(name), &e).unwrap();
+    }
+    let mut inter = String::from("user_id:token\titem_id:token\trating:float\ttimestamp:float\n");
+    for x in &r {
+        inter += &format!("{}\t{}\t{}\t{}\n", x.user, x.item, x.rating, x.timestamp);
+    }
+    let inter_path = dir.join("r.inter");
+    std::fs::write(&inter_path, inter).unwrap();
+    (profiles, inter_path)
+}
+
+/// `[verifier] name = "usersim"`: the recipe's judge fits the simulator from files and scores
+/// a recommendation by the user's simulated response, as the in-memory judge does.
+#[test]
+fn the_simulator_is_a_recipe_verifier() {
+    let d = tempfile::tempdir().unwrap();
+    let (profiles, inter) = world_on_disk(d.path());
+    let cfg: llmrl::reward::VerifierConfig = toml::from_str(&format!(
+        "name = \"usersim\"\nprofiles = {:?}\ninter = {:?}\nreward = \"score\"\n\
+         holdout_frac = 0.0\nvalid_frac = 0.2\ndim = 4\n",
+        profiles.display().to_string(),
+        inter.display().to_string()
+    ))
+    .unwrap();
+    let judge = llmrl::reward::build(&cfg).unwrap();
+    let ex = Example {
+        id: "x".into(),
+        fields: serde_json::from_str(r#"{"user": "u1", "history_items": ["0", "1"]}"#).unwrap(),
+    };
+    let (comedy, drama) = (judge.score(&ex, "2"), judge.score(&ex, "3"));
+    assert!(
+        comedy.correct && !drama.correct,
+        "{} | {}",
+        comedy.reason,
+        drama.reason
+    );
+    assert!(
+        comedy.value > drama.value,
+        "{} vs {}",
+        comedy.value,
+        drama.value
+    );
+    assert!((0.0..=1.0).contains(&comedy.value));
+    assert_eq!(judge.score(&ex, "no such item").value, 0.0);
+
+    // A missing build directory is refused with the command that makes one.
+    let llmrl::reward::VerifierConfig::Usersim(mut bad) = cfg else {
+        unreachable!()
+    };
+    bad.profiles = d.path().join("nowhere");
+    let e = format!("{:#}", bad.validate().unwrap_err());
+    assert!(e.contains("usersim build"), "{e}");
+}

@@ -8,15 +8,25 @@
 //! 0; `score`: the ensemble's continuous score. A completion that names no item scores 0 with
 //! the reason; an example without `user` is a dataset error at load time. History items the
 //! user has no logged rating for are left out (the reason counts them).
+//!
+//! As a recipe's `[verifier] name = "usersim"` ([`UsersimConfig`]), the simulator is fitted
+//! when the judge is built: S on each user's earlier ratings, its calibration on the ratings
+//! after them, and each user's latest `holdout_frac` never seen, so a recommender's held-out
+//! targets (leave-one-out: each user's last two items) stay unseen by its reward.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::ratings::{self, Scale};
 use super::sim::Simulator;
+use super::stat::MfConfig;
+use super::table::ProfileTable;
 use crate::data::Example;
 use crate::rec::minionerec_csv::parse_sid;
 use crate::rec::sid::SidTable;
@@ -31,6 +41,81 @@ pub enum SimReward {
     Vote,
     /// The ensemble's score in (0, 1).
     Score,
+}
+
+/// `[verifier] name = "usersim"`: the simulator of a `usersim build` table and a ratings log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersimConfig {
+    /// A `llmrl usersim build` output directory (keywords.jsonl, pros/cons.safetensors),
+    /// relative to the recipe.
+    pub profiles: PathBuf,
+    /// A RecBole `.inter` file with `rating` (and `timestamp`) columns, relative to the recipe.
+    pub inter: PathBuf,
+    /// MiniOneRec index JSON when completions are Semantic IDs (default: the recipe's
+    /// `[generation] constraint` index); without one, a completion is a raw item id.
+    #[serde(default)]
+    pub sid_index: Option<PathBuf>,
+    #[serde(default)]
+    pub reward: SimReward,
+    #[serde(default = "default_scale")]
+    pub scale: Scale,
+    /// Share of each user's latest ratings the simulator never sees.
+    #[serde(default = "default_holdout")]
+    pub holdout_frac: f64,
+    /// Share of each user's ratings (the latest before the held-out ones) that early-stops S and
+    /// fits the calibrations.
+    #[serde(default = "default_valid")]
+    pub valid_frac: f64,
+    /// S's factor width.
+    #[serde(default = "default_dim")]
+    pub dim: usize,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_scale() -> Scale {
+    Scale::default()
+}
+fn default_holdout() -> f64 {
+    0.2
+}
+fn default_valid() -> f64 {
+    0.1
+}
+fn default_dim() -> usize {
+    32
+}
+
+impl UsersimConfig {
+    /// Anchors relative paths at `base_dir` (the recipe's directory).
+    pub fn resolve_paths(&mut self, base_dir: &std::path::Path) {
+        for p in [&mut self.profiles, &mut self.inter]
+            .into_iter()
+            .chain(self.sid_index.as_mut())
+        {
+            if p.is_relative() {
+                *p = base_dir.join(&*p);
+            }
+        }
+    }
+
+    /// What can be checked without reading the files' contents.
+    pub fn validate(&self) -> Result<()> {
+        self.scale.validate()?;
+        ensure!(
+            self.profiles.join("keywords.jsonl").is_file(),
+            "verifier.profiles = {} holds no keywords.jsonl; hint: make it with `llmrl usersim \
+             build --items ITEMS --out DIR`",
+            self.profiles.display()
+        );
+        ensure!(
+            self.inter.is_file(),
+            "verifier.inter = {} is not a file",
+            self.inter.display()
+        );
+        Ok(())
+    }
 }
 
 /// The judge: a fitted simulator, the users' logged labels, and how completions name items.
@@ -70,6 +155,30 @@ impl UserSimJudge {
         }
     }
 
+    /// Fits the simulator `cfg` describes (seconds to a minute on MovieLens-100K).
+    pub fn from_config(cfg: &UsersimConfig) -> Result<Self> {
+        cfg.validate()?;
+        let rated = ratings::read_ratings(&cfg.inter, &cfg.scale).context("verifier.inter")?;
+        // The split of `usersim eval`: S and the calibrations never see `test`, the held-out
+        // tail, so this is the simulator whose fidelity `usersim eval` measures.
+        let split = ratings::split(&rated, cfg.valid_frac, cfg.holdout_frac)?;
+        let table = ProfileTable::read(&cfg.profiles).context("verifier.profiles")?;
+        let mf = MfConfig {
+            dim: cfg.dim,
+            seed: cfg.seed,
+            ..MfConfig::default()
+        };
+        let (sim, _) = Simulator::fit(table, &split, &cfg.scale, &mf, &crate::progress::Silent)?;
+        let sids = match &cfg.sid_index {
+            Some(p) => Some(SidTable::read_index(p).context("verifier.sid_index")?),
+            None => None,
+        };
+        let labels = rated
+            .iter()
+            .map(|r| (r.user.clone(), r.item.clone(), cfg.scale.liked(r.rating)));
+        Ok(Self::new(Arc::new(sim), labels, sids, cfg.reward))
+    }
+
     /// The item a completion names.
     fn item(&self, completion: &str) -> std::result::Result<String, String> {
         let compact: String = completion.split_whitespace().collect();
@@ -77,6 +186,10 @@ impl UserSimJudge {
             return Err("empty completion: no item".into());
         }
         let Some(t) = &self.sids else {
+            // A raw id: an item of the catalogue the simulator knows (keywords or ratings).
+            if self.sim.table.get(&compact).is_none() && !self.sim.stat.knows_item(&compact) {
+                return Err(format!("`{compact}` is not an item of the catalogue"));
+            }
             return Ok(compact);
         };
         let sid = parse_sid(&compact).map_err(|e| format!("not a SID: {e}"))?;

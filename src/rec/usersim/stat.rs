@@ -263,6 +263,11 @@ impl Mf {
         &self.qi[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// Whether the model was trained on this item.
+    pub fn knows_item(&self, item: &str) -> bool {
+        self.items.contains_key(item)
+    }
+
     /// Whether the model was trained on this user.
     pub fn knows_user(&self, user: &str) -> bool {
         self.users.contains_key(user)
