@@ -11,9 +11,9 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use candle_core::backend::BackendStorage;
 use candle_core::cuda::cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
 use candle_core::cuda::cudarc::nccl::safe::{Comm as Nccl, Id, NcclType, ReduceOp};
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, DType, Device, Layout, Shape, Tensor};
 
 use super::{Comm, EnvRank};

@@ -257,7 +257,11 @@ fn a_multi_process_launch_without_nccl_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_llmrl"))
-        .args(["train", repo("recipes/smoke.toml").to_str().unwrap(), "--out"])
+        .args([
+            "train",
+            repo("recipes/smoke.toml").to_str().unwrap(),
+            "--out",
+        ])
         .arg(&out)
         .env("WORLD_SIZE", "2")
         .env("RANK", "1")
