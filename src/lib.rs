@@ -11,6 +11,7 @@ pub mod explore;
 pub mod generate;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod progress;
 pub mod prompting;
 pub mod rec;

@@ -174,6 +174,10 @@ pub struct TrainSection {
     /// Recompute each layer's activations in the backward instead of keeping them (TRL's
     /// name): less memory, one more forward per layer.
     pub gradient_checkpointing: bool,
+    /// Data-parallel workers in this process (threads, each with a replica of the model), each
+    /// rolling out prompts_per_step / world_size prompts; the update is one worker's on the
+    /// whole batch (`crate::parallel`). GPUs: one process each, the `nccl` feature.
+    pub world_size: usize,
 }
 
 impl Default for TrainSection {
@@ -190,6 +194,7 @@ impl Default for TrainSection {
             max_grad_norm: 1.0,
             skip_zero_advantage: true,
             gradient_checkpointing: false,
+            world_size: 1,
         }
     }
 }
@@ -452,6 +457,7 @@ impl Recipe {
             "[train] micro_batch_size must be ≥ 1"
         );
         ensure!(t.num_iterations >= 1, "[train] num_iterations must be ≥ 1");
+        crate::parallel::check_world_size(t.world_size, t.prompts_per_step).context("[train]")?;
         ensure!(
             t.max_grad_norm > 0.0,
             "[train] max_grad_norm must be > 0 (use a large value to disable clipping)"

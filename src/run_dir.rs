@@ -49,6 +49,14 @@ impl RunDir {
         })
     }
 
+    /// The run directory that rank 0 of a multi-process launch creates and writes; this
+    /// process (another rank) only reads checkpoints from it, so nothing is checked or created.
+    pub fn written_by_another_rank(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
     /// An existing run, for `--resume`.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.join("recipe.resolved.toml").is_file() {

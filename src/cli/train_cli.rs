@@ -15,14 +15,23 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if let Some(d) = &a.device {
         sets.push(format!("model.device={d}"));
     }
+    // One process of several (scripts/launch_nccl.sh): rank 0 alone writes the run directory.
+    let follower = crate::parallel::launched()?.is_some_and(|e| e.rank > 0);
     if let Some(run_dir) = &a.resume {
-        return resume_run(run_dir, &sets);
+        return resume_run(run_dir, &sets, follower);
     }
     let Some(path) = &a.recipe else {
         bail!("give a recipe (llmrl train recipes/smoke.toml) or --resume RUN_DIR");
     };
     let recipe = recipe::load_recipe(path, &sets)?;
     let plan = recipe.resolve(path)?;
+    if follower {
+        let Some(out) = &a.out else {
+            bail!("a multi-process launch needs --out DIR: every rank must name the same run directory");
+        };
+        let run = RunDir::written_by_another_rank(out);
+        return train::train_from(&plan, &run, train::Start::New, &crate::progress::Silent);
+    }
     let out = match &a.out {
         Some(o) => o.clone(),
         None => free_run_dir(&plan.name),
@@ -62,8 +71,21 @@ pub fn run(a: TrainArgs) -> Result<()> {
 /// checkpoint, and its directory records what this resume runs: run.json gains a `resumes`
 /// entry (step it applies from, overrides, commit), and recipe.resolved.toml becomes the recipe
 /// in effect, the one it replaces kept as recipe.resolved.until_step_N.toml.
-fn resume_run(run_dir: &Path, sets: &[String]) -> Result<()> {
+///
+/// A follower rank of a multi-process launch only reads: the checkpoint rank 0 resumes from.
+fn resume_run(run_dir: &Path, sets: &[String], follower: bool) -> Result<()> {
     let run = RunDir::open(run_dir)?;
+    if follower {
+        let recipe = recipe::load_recipe(&run.path("recipe.resolved.toml"), sets)?;
+        let plan = recipe.resolve(&run.recipe_dir()?.join("recipe.toml"))?;
+        let from = run.newest_intact_checkpoint(&crate::progress::Silent)?;
+        return train::train_from(
+            &plan,
+            &run,
+            train::Start::Resume(from),
+            &crate::progress::Silent,
+        );
+    }
     let mut meta: serde_json::Value =
         serde_json::from_str(&read_text(&run.path("run.json"))?).context("reading run.json")?;
     let recipe_dir = run.recipe_dir()?;

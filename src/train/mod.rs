@@ -12,6 +12,12 @@
 //! Exact resume: sampling seeds, mini-batch order and the data order are functions of (seed, step),
 //! and a checkpoint holds the weights, optimizer moments, data cursor and exploration state, so a
 //! resumed run reproduces the uninterrupted one line by line (timings aside).
+//!
+//! Data parallel (`crate::parallel`): N ranks each run this loop on a replica, rolling out their
+//! shard of every step's prompts; they meet in the rollout (the judged samples are gathered) and
+//! at each optimizer step (gradients summed), so all hold the same weights and state, and rank 0
+//! alone writes logs and checkpoints. A checkpoint is the same whoever wrote it, so a run resumes
+//! at any world size.
 
 pub mod constrained;
 pub mod metrics;
@@ -35,7 +41,8 @@ use crate::explore::Imentor;
 use crate::generate;
 use crate::model::{Decoder, LoadedModel, Mode, Params};
 use crate::optim::AdamW;
-use crate::progress::Reporter;
+use crate::parallel::{self, Comm};
+use crate::progress::{Reporter, Silent};
 use crate::prompting::Prompter;
 use crate::recipe::Plan;
 use crate::reward::Verifier;
@@ -83,27 +90,61 @@ pub fn train_from(plan: &Plan, run: &RunDir, start: Start, report: &dyn Reporter
     if let Some((step, _)) = &ckpt {
         check_resume_step(*step, total)?;
     }
-    let mut trainer = Trainer::new(plan, ckpt.as_ref().map(|(_, dir)| dir.as_path()))?;
-    if let Some((step, dir)) = &ckpt {
-        run.truncate_jsonl_after("metrics.jsonl", *step)?;
-        run.truncate_jsonl_after("eval.jsonl", *step)?;
-        report.message(&format!("resuming {} from step {step}", run.root.display()));
-        if !dir.join(OPTIMIZER_FILE).is_file() {
+    // Launched as one process per GPU (scripts/launch_nccl.sh), only rank 0 touches the run
+    // directory; the others read the checkpoint and write nothing.
+    let launched = parallel::launched()?;
+    let lead = launched.as_ref().is_none_or(|e| e.rank == 0);
+    if lead {
+        if let Some((step, dir)) = &ckpt {
+            run.truncate_jsonl_after("metrics.jsonl", *step)?;
+            run.truncate_jsonl_after("eval.jsonl", *step)?;
+            report.message(&format!("resuming {} from step {step}", run.root.display()));
+            if !dir.join(OPTIMIZER_FILE).is_file() {
+                report.message(&format!(
+                    "warning: {} keeps no optimizer state (checkpoint.optimizer_state = \"latest\" \
+                     drops it from older checkpoints): AdamW restarts from zero moments, so this \
+                     resume does not reproduce an uninterrupted run exactly",
+                    dir.display()
+                ));
+            }
+        } else if matches!(start, Start::Resume(_)) {
             report.message(&format!(
-                "warning: {} keeps no optimizer state (checkpoint.optimizer_state = \"latest\" \
-                 drops it from older checkpoints): AdamW restarts from zero moments, so this \
-                 resume does not reproduce an uninterrupted run exactly",
-                dir.display()
+                "no checkpoint in {} yet: starting from step 0",
+                run.root.display()
             ));
+            std::fs::remove_file(run.path("metrics.jsonl")).ok();
         }
-    } else if matches!(start, Start::Resume(_)) {
-        report.message(&format!(
-            "no checkpoint in {} yet: starting from step 0",
-            run.root.display()
-        ));
-        std::fs::remove_file(run.path("metrics.jsonl")).ok();
     }
+    let ckpt = ckpt.as_ref().map(|(_, dir)| dir.as_path());
+    // One process per GPU (scripts/launch_nccl.sh): this process is the rank its environment says.
+    #[cfg(feature = "nccl")]
+    if let Some(env) = launched {
+        parallel::check_world_size(env.world_size, r.train.prompts_per_step)?;
+        let comm = parallel::nccl::NcclComm::new(&env, &plan.device()?.0)?;
+        let report: &dyn Reporter = if lead { report } else { &Silent };
+        return run_rank(plan, lead.then_some(run), ckpt, &comm, report);
+    }
+    match r.train.world_size {
+        1 => run_rank(plan, Some(run), ckpt, &parallel::Single, report),
+        n => parallel::threads::run(n, |comm| {
+            let lead = comm.rank() == 0;
+            let report: &dyn Reporter = if lead { report } else { &Silent };
+            run_rank(plan, lead.then_some(run), ckpt, comm, report)
+        }),
+    }
+}
 
+/// The loop of one rank: step, and (rank 0, the one given `run`) log, evaluate, checkpoint.
+fn run_rank(
+    plan: &Plan,
+    run: Option<&RunDir>,
+    ckpt: Option<&Path>,
+    comm: &dyn Comm,
+    report: &dyn Reporter,
+) -> Result<()> {
+    let r = &plan.recipe;
+    let total = r.train.max_steps;
+    let mut trainer = Trainer::with_comm(plan, ckpt, comm)?;
     let latest_only: &[&str] = match r.checkpoint.optimizer_state {
         OptimizerState::All => &[],
         OptimizerState::Latest => &[OPTIMIZER_FILE],
@@ -113,6 +154,8 @@ pub fn train_from(plan: &Plan, run: &RunDir, start: Start, report: &dyn Reporter
         let t0 = Instant::now();
         let (rollout, mut metrics) = trainer.step()?;
         let step = trainer.state.step;
+        // Every rank holds the same weights, state and (gathered) rollout: one writes.
+        let Some(run) = run else { continue };
         if r.log.rollouts_every > 0 && step.is_multiple_of(r.log.rollouts_every) {
             metrics::dump_rollouts(run, step, &rollout, &trainer.policy.tokenizer)?;
         }
@@ -178,12 +221,23 @@ pub struct Trainer<'a> {
     /// update recomputes log-probs under it.
     pub constraint: Option<crate::rec::trie::SidTrie>,
     pub state: TrainState,
+    /// This replica's rank among the data-parallel workers ([`parallel::Single`] alone).
+    pub comm: &'a dyn Comm,
 }
 
 impl<'a> Trainer<'a> {
     /// The plan's model, or the checkpoint in `checkpoint` (a `checkpoints/step_N` directory)
     /// with its optimizer, data cursor and exploration state.
     pub fn new(plan: &'a Plan, checkpoint: Option<&Path>) -> Result<Self> {
+        Self::with_comm(plan, checkpoint, &parallel::Single)
+    }
+
+    /// [`Trainer::new`] as one rank of a data-parallel run.
+    pub fn with_comm(
+        plan: &'a Plan,
+        checkpoint: Option<&Path>,
+        comm: &'a dyn Comm,
+    ) -> Result<Self> {
         let r = &plan.recipe;
         let (device, dtype) = plan.device()?;
         let algorithm = algo::build(&r.algorithm)?;
@@ -235,6 +289,7 @@ impl<'a> Trainer<'a> {
             reference,
             constraint,
             state,
+            comm,
         })
     }
 
@@ -261,6 +316,8 @@ impl<'a> Trainer<'a> {
             .iter()
             .map(|&i| plan.train_examples[i].clone())
             .collect();
+        // This rank's prompts: whole groups (GRPO's advantages are per group).
+        let shard = parallel::shard(examples.len(), self.comm.rank(), self.comm.world_size());
         let lr = plan.learning_rate(step);
 
         let prompter = self.prompter();
@@ -273,6 +330,8 @@ impl<'a> Trainer<'a> {
                 .as_ref()
                 .map(|c| c as &dyn generate::Constraint),
             device: &self.device,
+            comm: self.comm,
+            shard: shard.clone(),
         };
         let rollout = rollout::collect(
             &ctx,
@@ -292,6 +351,8 @@ impl<'a> Trainer<'a> {
                 .as_ref()
                 .map(|c| c as &dyn generate::Constraint),
             device: &self.device,
+            comm: self.comm,
+            owned: shard,
         };
         let seed = r.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED;
         let sequences = rollout.sequences();

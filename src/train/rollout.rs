@@ -5,6 +5,11 @@
 //! For SFT the sequences are the dataset's reference completions, one per prompt, scored by
 //! nobody. Either way the result is a [`Rollout`]: what the update trains on, what the metrics
 //! and the rollout dump read.
+//!
+//! Data parallel: a rank generates and judges its shard of the prompts (`RolloutCtx::shard`,
+//! whole groups), with sampling seeds of the global prompt index, then the judged samples of
+//! every rank are gathered, so from advantages on (i-MENTOR's predictor included) every rank
+//! computes on the whole batch, as one worker would.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +26,7 @@ use crate::explore::{Imentor, Outcome};
 use crate::generate::beam::{self, BeamConfig};
 use crate::generate::{self, Completion, Constraint, Finish, GroupMode};
 use crate::model::{Decoder, LoadedModel, Mode, Tokenizer};
+use crate::parallel::{self, wire, Comm};
 use crate::prompting::Prompter;
 use crate::recipe::Plan;
 use crate::reward::{GroupMember, Score, Verifier};
@@ -72,9 +78,12 @@ pub struct RolloutCtx<'a> {
     /// What every generated token must satisfy (the SID trie), if the recipe sets one.
     pub constraint: Option<&'a dyn Constraint>,
     pub device: &'a Device,
+    pub comm: &'a dyn Comm,
+    /// The prompts (indices into the step's examples) this rank generates.
+    pub shard: std::ops::Range<usize>,
 }
 
-/// The sequences of step `step` (1-based) over `examples`.
+/// The sequences of step `step` (1-based) over `examples` (the whole step's, on every rank).
 pub fn collect(
     ctx: &RolloutCtx,
     algo: &dyn Algorithm,
@@ -102,13 +111,16 @@ fn sample_and_judge(
     let g = r.generation.num_generations;
     let tok = &ctx.policy.tokenizer;
 
-    // 1. Generate n samples per prompt with the current weights (no graph).
+    // 1. Generate n samples per prompt of this rank's shard with the current weights (no graph).
     let t_gen = Instant::now();
     let prompts: Vec<Vec<u32>> = examples
         .iter()
         .map(|ex| ctx.prompter.ids(tok, ex))
         .collect::<Result<_>>()?;
-    let seeds: Vec<Vec<u64>> = (0..examples.len())
+    let shard = ctx.shard.clone();
+    // Seeds of the global prompt index: a sample does not depend on the world size.
+    let seeds: Vec<Vec<u64>> = shard
+        .clone()
         .map(|p| {
             (0..g)
                 .map(|s| {
@@ -127,7 +139,7 @@ fn sample_and_judge(
             let c = generate::generate_constrained(
                 &infer,
                 tok,
-                &prompts,
+                &prompts[shard.clone()],
                 &seeds,
                 &ctx.plan.sampling,
                 ctx.constraint,
@@ -136,8 +148,12 @@ fn sample_and_judge(
             let n = c.len();
             (c, vec![false; n])
         }
-        GroupMode::Beam => beam_groups(ctx, &infer, &prompts, g)?,
+        GroupMode::Beam => beam_groups(ctx, &infer, &prompts[shard.clone()], g)?,
     };
+    let mut completions = completions;
+    for c in &mut completions {
+        c.prompt_index += shard.start;
+    }
     let gen_seconds = t_gen.elapsed().as_secs_f64();
 
     // 2. Judge (a group at a time, ranked), 3. advantages.
@@ -146,6 +162,7 @@ fn sample_and_judge(
         GroupMode::Beam => completions.iter().map(|c| c.sample_index).collect(),
     };
     let scores = score(judge, tok, &examples, &prompts, &completions, &ranks);
+    let (completions, scores, padded) = gather(ctx.comm, completions, scores, padded)?;
     let rewards: Vec<f32> = scores.iter().map(|s| s.value).collect();
     let mut advantages = algo.advantages(&rewards, g);
     // 4. i-MENTOR: a novelty bonus added after group normalization (advantage-preserving).
@@ -241,6 +258,79 @@ pub fn score(
         })
         .collect();
     scored.concat()
+}
+
+/// Every rank's judged samples, in rank order (= global prompt order, the shards being
+/// contiguous); the identity at world size 1.
+#[allow(clippy::type_complexity)]
+fn gather(
+    comm: &dyn Comm,
+    completions: Vec<Completion>,
+    scores: Vec<Score>,
+    padded: Vec<bool>,
+) -> Result<(Vec<Completion>, Vec<Score>, Vec<bool>)> {
+    if comm.world_size() == 1 {
+        return Ok((completions, scores, padded));
+    }
+    let mine = (completions, scores, padded);
+    let parts = parallel::all_gather(comm, &mine, write_samples, read_samples)?;
+    let (mut c, mut s, mut p) = (Vec::new(), Vec::new(), Vec::new());
+    for part in parts {
+        c.extend(part.0);
+        s.extend(part.1);
+        p.extend(part.2);
+    }
+    Ok((c, s, p))
+}
+
+type Judged = (Vec<Completion>, Vec<Score>, Vec<bool>);
+
+/// Per-token vectors as raw bits (log-probs may be −inf), the rest as JSON.
+fn write_samples((completions, scores, padded): &Judged, w: &mut wire::Writer) -> Result<()> {
+    w.u64(completions.len() as u64);
+    for ((c, s), p) in completions.iter().zip(scores).zip(padded) {
+        w.u32s(&c.token_ids);
+        w.f32s(&c.logprobs);
+        w.f32s(&c.mean_logprobs);
+        w.f32s(&c.entropies);
+        let head = Completion {
+            token_ids: vec![],
+            logprobs: vec![],
+            mean_logprobs: vec![],
+            entropies: vec![],
+            ..c.clone()
+        };
+        w.json(&head)?;
+        w.f32s(&[s.value]);
+        w.json(&Score {
+            value: 0.0,
+            ..s.clone()
+        })?;
+        w.u64(u64::from(*p));
+    }
+    Ok(())
+}
+
+fn read_samples(r: &mut wire::Reader) -> Result<Judged> {
+    let n = r.u64()? as usize;
+    let mut out: Judged = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let (token_ids, logprobs, mean_logprobs, entropies) =
+            (r.u32s()?, r.f32s()?, r.f32s()?, r.f32s()?);
+        let head: Completion = r.json()?;
+        out.0.push(Completion {
+            token_ids,
+            logprobs,
+            mean_logprobs,
+            entropies,
+            ..head
+        });
+        let value = r.f32s()?.first().copied().unwrap_or(0.0);
+        let score: Score = r.json()?;
+        out.1.push(Score { value, ..score });
+        out.2.push(r.u64()? != 0);
+    }
+    Ok(out)
 }
 
 /// Within each group, the rank of each sample by its sequence log-prob (sum of the reported

@@ -3,7 +3,12 @@
 //! `num_iterations` passes × `num_minibatches` mini-batches, each one optimizer step; a
 //! mini-batch runs as micro-batches (forward, loss, backward) whose gradients accumulate, then
 //! clip and step. [`step_optimizer`] is the single place where accumulated gradients become an
-//! update: a data-parallel all-reduce of `grads` goes there, before the clip.
+//! update, and so the one place data-parallel ranks sum them (before the clip).
+//!
+//! Data parallel: every rank holds the whole rollout and forms the same mini-batches (so the
+//! loss normalizers are those of the whole mini-batch), but runs forward/backward only on the
+//! groups it owns (`UpdateCtx::owned`, the prompts it generated); the others count in the
+//! mini-batch's shape exactly as skipped zero-advantage samples do.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +27,7 @@ use crate::model::decoder::BuildOptions;
 use crate::model::recompute::Recompute;
 use crate::model::{Decoder, LoadedModel, Mode, Params};
 use crate::optim::AdamW;
+use crate::parallel::{self, wire, Comm};
 use crate::recipe::UpdatePlan;
 
 /// One training sequence: a prompt and its completion with what the rollout knew about it.
@@ -40,13 +46,17 @@ pub struct Sequence {
     pub in_loss: bool,
 }
 
-/// The models an update reads: the policy it trains and the frozen reference, if any; and the
-/// constraint the rollout generated under (log-probs are recomputed under it).
+/// The models an update reads: the policy it trains and the frozen reference, if any; the
+/// constraint the rollout generated under (log-probs are recomputed under it); and this rank's
+/// place in a data-parallel run.
 pub struct UpdateCtx<'a> {
     pub policy: &'a LoadedModel,
     pub reference: Option<&'a Params>,
     pub constraint: Option<&'a dyn Constraint>,
     pub device: &'a Device,
+    pub comm: &'a dyn Comm,
+    /// The groups (the step's prompt indices) whose forward/backward this rank runs.
+    pub owned: std::ops::Range<usize>,
 }
 
 /// All optimizer steps of one rollout batch; `seed` fixes the mini-batch shuffle.
@@ -87,12 +97,13 @@ pub fn optimize(
                 max_new_tokens: plan.max_new_tokens,
             };
             // Samples whose loss term has no gradient (zero advantage in a clipped-surrogate
-            // loss without KL) skip the forward/backward; they still count in `shape`, the
-            // normalizer, exactly as in the full loss.
+            // loss without KL) skip the forward/backward, and so do other ranks' groups; they
+            // still count in `shape`, the normalizer, exactly as in the full loss.
             let mut active: Vec<usize> = mb
                 .iter()
                 .copied()
                 .filter(|&i| !(plan.skip_zero_advantage && seqs[i].advantage == 0.0))
+                .filter(|&i| ctx.owned.contains(&seqs[i].group))
                 .collect();
             // A prompt's samples go to the same micro-batches, so its prefix runs once.
             active.sort_by_key(|&i| (seqs[i].group, i));
@@ -124,15 +135,17 @@ pub fn optimize(
                     grads.extend(rc.take()?)?;
                 }
             }
-            // The mini-batch objective: micro-batch losses are already weighted to add up to it.
+            // The mini-batch objective: micro-batch losses are already weighted to add up to it
+            // (over every rank's: summed below).
             losses.push(mb_loss);
-            match step_optimizer(opt, &mut grads, plan.max_grad_norm, lr)? {
+            match step_optimizer(ctx.comm, opt, &mut grads, plan.max_grad_norm, lr)? {
                 Some(norm) => grad_norms.push(norm),
                 None => skipped = true,
             }
         }
     }
-    let mut metrics = acc.mean();
+    let losses = ctx.comm.all_reduce_sum_f64(&losses)?;
+    let mut metrics = acc.all_reduce(ctx.comm)?.mean();
     metrics.insert("loss".into(), mean(&losses));
     metrics.insert("grad_norm".into(), mean(&grad_norms));
     metrics.insert("optimizer_steps".into(), grad_norms.len() as f64);
@@ -144,14 +157,16 @@ fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len().max(1) as f64
 }
 
-/// Clip and step; `None` (and no update) when the gradient is not finite. Data-parallel
-/// training all-reduces `grads` here, before the norm is taken.
+/// Sum the ranks' gradients, clip and step; `None` (and no update) when the gradient is not
+/// finite. Every rank then takes the same step.
 pub fn step_optimizer(
+    comm: &dyn Comm,
     opt: &mut AdamW,
     grads: &mut GradStore,
     max_norm: f64,
     lr: f64,
 ) -> Result<Option<f64>> {
+    parallel::all_reduce_grads(comm, opt.params(), grads)?;
     // Over what the optimizer trains (frozen tensors and rows do not count).
     let norm = opt.clip_grad_norm(grads, max_norm)?;
     if !norm.is_finite() {
@@ -299,6 +314,40 @@ impl MetricAcc {
             e.0 += v * weight;
             e.1 += weight;
         }
+    }
+
+    /// The sums of every rank (keys a rank lacks count as zero there), in rank order.
+    fn all_reduce(mut self, comm: &dyn Comm) -> Result<Self> {
+        if comm.world_size() == 1 {
+            return Ok(self);
+        }
+        let parts = parallel::all_gather(
+            comm,
+            &self.sums,
+            |sums, w| {
+                w.json(&sums.keys().collect::<Vec<_>>())?;
+                for (s, n) in sums.values() {
+                    w.f64(*s);
+                    w.f64(*n);
+                }
+                Ok(())
+            },
+            |r: &mut wire::Reader| {
+                let keys: Vec<String> = r.json()?;
+                keys.into_iter()
+                    .map(|k| Ok((k, (r.f64()?, r.f64()?))))
+                    .collect::<Result<BTreeMap<_, _>>>()
+            },
+        )?;
+        self.sums.clear();
+        for part in parts {
+            for (k, (s, n)) in part {
+                let e = self.sums.entry(k).or_insert((0.0, 0.0));
+                e.0 += s;
+                e.1 += n;
+            }
+        }
+        Ok(self)
     }
 
     fn mean(&self) -> Metrics {

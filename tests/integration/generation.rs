@@ -96,6 +96,10 @@ fn same_seed_same_sample_whatever_the_batch() {
         .find(|c| c.prompt_index == 1 && c.seed == 1234)
         .unwrap();
     assert_eq!(same.token_ids, alone[0].token_ids);
+    assert_eq!(
+        same.logprobs, alone[0].logprobs,
+        "log-probs depend on the batch"
+    );
     // And different seeds give different samples (overwhelmingly likely with 12 tokens of a 512 vocab).
     let other = mixed
         .iter()

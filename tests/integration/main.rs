@@ -5,6 +5,7 @@ mod algo;
 mod beam;
 mod cli;
 mod common;
+mod data_parallel;
 mod dpo;
 mod generation;
 mod gguf;
