@@ -438,40 +438,19 @@ fn reference_completions(ctx: &RolloutCtx, examples: Vec<Example>) -> Result<Rol
     let data = &ctx.plan.recipe.data;
     let mut samples = Vec::with_capacity(examples.len());
     for (i, ex) in examples.iter().enumerate() {
-        let prompt = ctx.prompter.ids(tok, ex)?;
+        let prompt = Arc::new(ctx.prompter.ids(tok, ex)?);
         let text = data
             .reference_completion(ex)
             .with_context(|| format!("[data] for algorithm sft, example {}", ex.id))?;
-        let mut ids = tok.encode(&text, false)?;
-        ids.extend(tok.eos_ids.first().copied());
-        let n = ids.len();
-        samples.push(Sample {
-            prompt: Arc::new(prompt),
-            completion: Completion {
-                prompt_index: i,
-                sample_index: 0,
-                token_ids: ids,
-                logprobs: vec![0.0; n],
-                mean_logprobs: vec![0.0; n],
-                entropies: vec![],
-                text,
-                finish_reason: Finish::Eos,
-                seed: 0,
-            },
-            score: Score::zero("reference completion (sft)"),
-            advantage: 1.0,
-            in_loss: true,
-        });
+        samples.push(given_sample(
+            tok,
+            prompt,
+            (i, 0),
+            text,
+            "reference completion (sft)",
+        )?);
     }
-    let mut metrics = Metrics::new();
-    let num_tokens: usize = samples.iter().map(|s| s.completion.token_ids.len()).sum();
-    metrics.insert("num_tokens".into(), num_tokens as f64);
-    Ok(Rollout {
-        examples,
-        samples,
-        metrics,
-        generated: false,
-    })
+    Ok(given_rollout(examples, samples))
 }
 
 /// DPO/S-DPO: each preference row as one group, its chosen completion then its rejected ones
@@ -485,38 +464,58 @@ fn preference_completions(ctx: &RolloutCtx, examples: Vec<Example>) -> Result<Ro
         let prompt = Arc::new(ctx.prompter.ids(tok, ex)?);
         let texts = std::iter::once(pref.chosen).chain(pref.rejected);
         for (j, text) in texts.enumerate() {
-            let mut ids = tok.encode(&text, false)?;
-            ids.extend(tok.eos_ids.first().copied());
-            let n = ids.len();
-            samples.push(Sample {
-                prompt: prompt.clone(),
-                completion: Completion {
-                    prompt_index: i,
-                    sample_index: j,
-                    token_ids: ids,
-                    logprobs: vec![0.0; n],
-                    mean_logprobs: vec![0.0; n],
-                    entropies: vec![],
-                    text,
-                    finish_reason: Finish::Eos,
-                    seed: 0,
-                },
-                score: Score::zero(if j == 0 { "chosen" } else { "rejected" }),
-                advantage: 1.0,
-                in_loss: true,
-            });
+            let why = if j == 0 { "chosen" } else { "rejected" };
+            samples.push(given_sample(tok, prompt.clone(), (i, j), text, why)?);
         }
     }
+    let mut rollout = given_rollout(examples, samples);
+    let n = rollout.samples.len() as f64;
+    rollout.metrics.insert("num_sequences".into(), n);
+    Ok(rollout)
+}
+
+/// A completion the data gives rather than the policy samples: `text` plus EOS as sample
+/// `index` = (prompt, sample), advantage 1, no old-policy statistics, scored by nobody (`why`).
+fn given_sample(
+    tok: &Tokenizer,
+    prompt: Arc<Vec<u32>>,
+    (prompt_index, sample_index): (usize, usize),
+    text: String,
+    why: &str,
+) -> Result<Sample> {
+    let mut ids = tok.encode(&text, false)?;
+    ids.extend(tok.eos_ids.first().copied());
+    let n = ids.len();
+    Ok(Sample {
+        prompt,
+        completion: Completion {
+            prompt_index,
+            sample_index,
+            token_ids: ids,
+            logprobs: vec![0.0; n],
+            mean_logprobs: vec![0.0; n],
+            entropies: vec![],
+            text,
+            finish_reason: Finish::Eos,
+            seed: 0,
+        },
+        score: Score::zero(why),
+        advantage: 1.0,
+        in_loss: true,
+    })
+}
+
+/// The rollout of given completions: nothing was generated; its one statistic is the tokens.
+fn given_rollout(examples: Vec<Example>, samples: Vec<Sample>) -> Rollout {
     let mut metrics = Metrics::new();
     let num_tokens: usize = samples.iter().map(|s| s.completion.token_ids.len()).sum();
     metrics.insert("num_tokens".into(), num_tokens as f64);
-    metrics.insert("num_sequences".into(), samples.len() as f64);
-    Ok(Rollout {
+    Rollout {
         examples,
         samples,
         metrics,
         generated: false,
-    })
+    }
 }
 
 #[cfg(test)]

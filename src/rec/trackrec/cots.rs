@@ -18,12 +18,12 @@ use crate::prompting::Prompter;
 /// What G needs to write CoTs.
 pub struct Writer<'a> {
     /// A model source (a checkpoint's `model/`, a `.gguf`, a hub id).
-    pub model: &'a str,
+    pub model: String,
     /// G's template (a built-in name or a path).
     pub template: &'a str,
     pub chat: bool,
     /// `cpu` or `cuda:N`, as `[model] device`.
-    pub device: &'a str,
+    pub device: String,
     /// Sequences per generation batch.
     pub batch: usize,
 }
@@ -49,8 +49,8 @@ impl Writer<'_> {
         seed: u64,
         report: &dyn Reporter,
     ) -> Result<Vec<Cot>> {
-        let (device, dtype) = crate::model::device::parse_device(self.device)?;
-        let src = ModelSource::parse(self.model).context("G's model")?;
+        let (device, dtype) = crate::model::device::parse_device(&self.device)?;
+        let src = ModelSource::parse(&self.model).context("G's model")?;
         let m = model::load(&src, &device, dtype).with_context(|| format!("loading G {src}"))?;
         let dec = Decoder::new(&m.config, &m.params, Mode::Infer)?;
         let template =

@@ -133,6 +133,18 @@ impl Runner<'_> {
             .to_string()
     }
 
+    /// What writes CoTs with G as it is at the end of `round`.
+    fn g_writer(&self, round: usize) -> Result<Writer<'_>> {
+        let p = self.plan;
+        Ok(Writer {
+            model: self.g_model(round)?,
+            template: &p.generator_template,
+            chat: p.recipe.trackrec.chat,
+            device: Self::part_device(&p.recipe.generator),
+            batch: p.recipe.trackrec.generate_batch,
+        })
+    }
+
     /// G at the end of `round` (round 0: the recipe's).
     fn g_model(&self, round: usize) -> Result<String> {
         if round == 0 {
@@ -283,15 +295,7 @@ impl Runner<'_> {
 
     fn cots(&self, stage: &Stage, round: usize) -> Result<()> {
         let p = self.plan;
-        let model = self.g_model(round)?;
-        let device = Self::part_device(&p.recipe.generator);
-        let w = Writer {
-            model: &model,
-            template: &p.generator_template,
-            chat: p.recipe.trackrec.chat,
-            device: &device,
-            batch: p.recipe.trackrec.generate_batch,
-        };
+        let w = self.g_writer(round)?;
         let sampling = greedy(&p.generator_sampling);
         let dir = self.dir(stage);
         for (part, rows) in [("train", &p.prompts.train), ("test", &p.prompts.test)] {
@@ -304,15 +308,7 @@ impl Runner<'_> {
 
     fn sample(&self, stage: &Stage, round: usize) -> Result<()> {
         let p = self.plan;
-        let model = self.g_model(round - 1)?;
-        let device = Self::part_device(&p.recipe.generator);
-        let w = Writer {
-            model: &model,
-            template: &p.generator_template,
-            chat: p.recipe.trackrec.chat,
-            device: &device,
-            batch: p.recipe.trackrec.generate_batch,
-        };
+        let w = self.g_writer(round - 1)?;
         let rows = &p.prompts.train;
         let n = p.recipe.trackrec.num_cots;
         let cots = w.write(
