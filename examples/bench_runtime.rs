@@ -379,8 +379,10 @@ fn bench_train(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<serd
         let t0 = Instant::now();
         let hidden = dec.forward_hidden(&x, &pos, None)?; // (B, T, H)
         let h = hidden.dim(2)?;
-        let logits = dec.logits(&hidden.reshape((b * t, h))?)?; // (B*T, V)
-        let loss = ops::logprob_stats(&logits, &tgt, 1.0)?
+        // The LM head fused with the statistics, as the trainer computes them (no (B*T, V)
+        // logits tensor).
+        let flat = hidden.reshape((b * t, h))?; // (B*T, H)
+        let loss = ops::head_logprob_stats(&flat, dec.lm_head_weight(), &tgt, 1.0)?
             .logp
             .mean_all()?
             .neg()?; // ()

@@ -675,6 +675,18 @@ name = "grpo"
     }
 
     #[test]
+    fn overriding_the_run_length_drops_the_other_unit() {
+        // A recipe written in epochs, run for 3 steps from the command line: 3 steps, not the
+        // epoch count; and the reverse.
+        let in_epochs = format!("{BASE}\n[train]\nepochs = 2.0\n");
+        let r = parse_recipe(&in_epochs, &["train.max_steps=3".into()]).unwrap();
+        assert_eq!((r.train.max_steps, r.train.epochs), (3, None));
+        let in_steps = format!("{BASE}\n[train]\nmax_steps = 7\n");
+        let r = parse_recipe(&in_steps, &["train.epochs=1.5".into()]).unwrap();
+        assert_eq!(r.train.epochs, Some(1.5));
+    }
+
+    #[test]
     fn bad_override_key_is_an_error() {
         assert!(parse_recipe(BASE, &["train.nope=1".into()]).is_err());
         assert!(parse_recipe(BASE, &["no_equals_sign".into()]).is_err());

@@ -388,6 +388,12 @@ impl Decoder {
         Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
     }
 
+    /// The LM head (V, H): the embedding itself when tied. For losses that fuse the head with
+    /// what they compute from the logits ([`ops::head_logprob_stats`]).
+    pub fn lm_head_weight(&self) -> &Tensor {
+        &self.lm_head
+    }
+
     /// Logits (.., V) for hidden states (.., H).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let dims = hidden.dims().to_vec();

@@ -22,9 +22,16 @@ pub fn completion_stats(
     temperature: f64,
     device: &Device,
 ) -> anyhow::Result<LogProbStats> {
-    completion_stats_with(dec, seqs, device, &|logits, targets| {
-        ops::logprob_stats(logits, targets, temperature)
-    })
+    stats_of(dec, seqs, device, Head::Tempered(temperature))
+}
+
+/// What becomes of the completion tokens' hidden states: the plain tempered statistics, fused
+/// with the LM head ([`ops::head_logprob_stats`]: the (N, V) logits never exist whole), or a
+/// caller's statistics of the materialized logits.
+#[derive(Clone, Copy)]
+enum Head<'a> {
+    Tempered(f64),
+    Custom(&'a StatsFn<'a>),
 }
 
 /// [`completion_stats`] with the statistics taken by `stats` from the completion tokens' logits
@@ -34,6 +41,15 @@ pub fn completion_stats_with(
     seqs: &[(&[u32], &[u32])],
     device: &Device,
     stats: &StatsFn,
+) -> anyhow::Result<LogProbStats> {
+    stats_of(dec, seqs, device, Head::Custom(stats))
+}
+
+fn stats_of(
+    dec: &Decoder,
+    seqs: &[(&[u32], &[u32])],
+    device: &Device,
+    head: Head,
 ) -> anyhow::Result<LogProbStats> {
     let mut prompts: Vec<&[u32]> = Vec::new();
     let mut owner = Vec::with_capacity(seqs.len());
@@ -48,7 +64,7 @@ pub fn completion_stats_with(
     }
     let shares = prompts.len() < seqs.len();
     if !shares || seqs.iter().any(|(p, c)| p.is_empty() || c.is_empty()) {
-        return unshared(dec, seqs, device, stats);
+        return unshared(dec, seqs, device, head);
     }
     // The prefix is the prompt minus its last token; each suffix starts with that token, so the
     // suffix's hidden state j predicts completion token j and the prefix needs no LM head.
@@ -70,7 +86,7 @@ pub fn completion_stats_with(
         .enumerate()
         .flat_map(|(b, (_, c))| (0..c.len()).map(move |j| (b * t + j) as u32))
         .collect();
-    stats_at_rows(dec, &hidden, rows, seqs, device, stats)
+    stats_at_rows(dec, &hidden, rows, seqs, device, head)
 }
 
 /// [`completion_stats`] with every row run in full (prompt + completion): the reference the
@@ -81,16 +97,14 @@ pub fn completion_stats_unshared(
     temperature: f64,
     device: &Device,
 ) -> anyhow::Result<LogProbStats> {
-    unshared(dec, seqs, device, &|logits, targets| {
-        ops::logprob_stats(logits, targets, temperature)
-    })
+    unshared(dec, seqs, device, Head::Tempered(temperature))
 }
 
 fn unshared(
     dec: &Decoder,
     seqs: &[(&[u32], &[u32])],
     device: &Device,
-    stats: &StatsFn,
+    head: Head,
 ) -> anyhow::Result<LogProbStats> {
     let lens: Vec<usize> = seqs.iter().map(|(p, c)| p.len() + c.len() - 1).collect();
     let t = lens.iter().copied().max().unwrap_or(1);
@@ -107,7 +121,7 @@ fn unshared(
     let pos = Positions::right_padded(&lens, t, device)?;
     let x = Tensor::from_vec(ids, (seqs.len(), t), device)?;
     let hidden = dec.forward_hidden(&x, &pos, None)?; // (B, T, H)
-    stats_at_rows(dec, &hidden, rows, seqs, device, stats)
+    stats_at_rows(dec, &hidden, rows, seqs, device, head)
 }
 
 /// Log-prob statistics of the completion tokens from the hidden states (B, T, H) at `rows` (flat
@@ -119,14 +133,18 @@ fn stats_at_rows(
     rows: Vec<u32>,
     seqs: &[(&[u32], &[u32])],
     device: &Device,
-    stats: &StatsFn,
+    head: Head,
 ) -> anyhow::Result<LogProbStats> {
     let (b, t, h) = hidden.dims3()?;
     let targets: Vec<u32> = seqs.iter().flat_map(|(_, c)| c.iter().copied()).collect();
     let n = rows.len();
     let rows = Tensor::from_vec(rows, n, device)?;
     let picked = hidden.reshape((b * t, h))?.index_select(&rows, 0)?; // (N, H)
-    let logits = dec.logits(&picked)?; // (N, V)
     let targets = Tensor::from_vec(targets, n, device)?;
-    Ok(stats(&logits, &targets)?)
+    Ok(match head {
+        Head::Tempered(temp) => {
+            ops::head_logprob_stats(&picked, dec.lm_head_weight(), &targets, temp)?
+        }
+        Head::Custom(stats) => stats(&dec.logits(&picked)?, &targets)?, // logits (N, V)
+    })
 }

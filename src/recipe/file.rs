@@ -25,9 +25,25 @@ pub fn parse_recipe(text: &str, overrides: &[String]) -> Result<Recipe> {
     let mut value: toml::Value = toml::from_str(text)?;
     for o in overrides {
         apply_override(&mut value, o)?;
+        clear_other_length(&mut value, o);
     }
     let recipe: Recipe = value.try_into().context("after applying --set overrides")?;
     Ok(recipe)
+}
+
+/// A run's length is `train.max_steps` or `train.epochs` (which, when present, sets max_steps
+/// at resolution). An override of one drops the other, so `--set train.max_steps=3` on a recipe
+/// written in epochs runs 3 steps instead of being silently replaced by the epoch count.
+fn clear_other_length(root: &mut toml::Value, spec: &str) {
+    let key = spec.split_once('=').map_or("", |(k, _)| k.trim());
+    let other = match key {
+        "train.max_steps" => "epochs",
+        "train.epochs" => "max_steps",
+        _ => return,
+    };
+    if let Some(train) = root.get_mut("train").and_then(|t| t.as_table_mut()) {
+        train.remove(other);
+    }
 }
 
 /// `a.b.c=value`: value parsed as TOML (number, bool, string, array, inline table), else a string.

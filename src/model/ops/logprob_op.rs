@@ -6,6 +6,49 @@ use super::simd::{
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+/// (logp of `t`, mean logp, entropy, logsumexp) of one row of logits at inverse temperature
+/// `inv_t`: the forward of [`LogProbStatsOp`] and of the fused LM head.
+pub(super) fn row_stats(row: &[f32], t: u32, inv_t: f32) -> [f32; 4] {
+    let (m, s, sd, sz) = lp_row_sums(row, inv_t);
+    let lse = m + s.ln();
+    // H = lse − Σ p z = ln s − Σ p (z − m).
+    let entropy = s.ln() - sd / s;
+    [
+        row[t as usize] * inv_t - lse,
+        sz / row.len() as f32 - lse,
+        entropy,
+        lse,
+    ]
+}
+
+/// Row-major per-row stats into the (4, n) output layout, rows starting at `first`.
+pub(super) fn scatter_stats(rows: &[[f32; 4]], first: usize, out: &mut [f32]) {
+    let n = out.len() / 4;
+    for (i, r) in rows.iter().enumerate() {
+        for (k, &val) in r.iter().enumerate() {
+            out[k * n + first + i] = val;
+        }
+    }
+}
+
+/// dlogits of row `i` (of `n`) into `out`, from its logits `row`, target `t`, the forward's
+/// (4, n) result `res` and the (4, n) incoming gradient `g` (the logsumexp row has none).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn row_grad(
+    row: &[f32],
+    out: &mut [f32],
+    t: u32,
+    inv_t: f32,
+    res: &[f32],
+    g: &[f32],
+    n: usize,
+    i: usize,
+) {
+    let gi = [g[i], g[n + i], g[2 * n + i]];
+    lp_row_grad(row, out, inv_t, res[3 * n + i], res[2 * n + i], gi);
+    out[t as usize] += gi[0] * inv_t;
+}
+
 pub(super) struct LogProbStatsOp {
     pub(super) inv_t: f32,
     pub(super) vocab: usize,
@@ -84,25 +127,10 @@ impl CustomOp2 for LogProbStatsOp {
             .par_chunks(v)
             .zip(tg.par_iter())
             .with_min_len(rows_per_task(v))
-            .map(|(row, &t)| {
-                let (m, s, sd, sz) = lp_row_sums(row, self.inv_t);
-                let lse = m + s.ln();
-                // H = lse − Σ p z = ln s − Σ p (z − m).
-                let entropy = s.ln() - sd / s;
-                [
-                    row[t as usize] * self.inv_t - lse,
-                    sz / v as f32 - lse,
-                    entropy,
-                    lse,
-                ]
-            })
+            .map(|(row, &t)| row_stats(row, t, self.inv_t))
             .collect();
         let mut out = vec![0f32; 4 * n];
-        for (i, r) in rows.iter().enumerate() {
-            for (k, &val) in r.iter().enumerate() {
-                out[k * n + i] = val;
-            }
-        }
+        scatter_stats(&rows, 0, &mut out);
         Ok((CpuStorage::F32(out), Shape::from((4, n))))
     }
 
@@ -125,16 +153,7 @@ impl CustomOp2 for LogProbStatsOp {
                             .enumerate()
                             .with_min_len(rows_per_task(v))
                             .for_each(|(i, (out, row))| {
-                                let gi = [g[i], g[n + i], g[2 * n + i]];
-                                lp_row_grad(
-                                    row,
-                                    out,
-                                    self.inv_t,
-                                    res[3 * n + i],
-                                    res[2 * n + i],
-                                    gi,
-                                );
-                                out[tg[i] as usize] += gi[0] * self.inv_t;
+                                row_grad(row, out, tg[i], self.inv_t, res, g, n, i)
                             });
                         Ok(dx)
                     })

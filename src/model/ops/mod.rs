@@ -18,6 +18,7 @@
 mod decode_attention_op;
 mod decode_matmul;
 pub mod grad_hook;
+mod head_logprob_op;
 mod logprob_op;
 pub mod reference;
 mod rms_norm_op;
@@ -27,6 +28,7 @@ mod softmax_op;
 mod swiglu_op;
 
 use candle_core::{bail, DType, Result, Tensor, D};
+use head_logprob_op::HeadLogProbStatsOp;
 use logprob_op::LogProbStatsOp;
 use rms_norm_op::RmsNormOp;
 use rope_op::RopeOp;
@@ -137,6 +139,64 @@ pub fn logprob_stats(logits: &Tensor, targets: &Tensor, temperature: f64) -> Res
         LogProbStatsOp {
             inv_t: (1.0 / temperature) as f32,
             vocab: v,
+        },
+    )?; // (4, N): logp, mean_logp, entropy, logsumexp(z)
+    Ok(LogProbStats {
+        logp: stats.get(0)?,
+        mean_logp: stats.get(1)?,
+        entropy: stats.get(2)?,
+    })
+}
+
+/// [`logprob_stats`] of the logits `hidden · wᵀ` (hidden (N, H), the LM head w (V, H)), fused
+/// with the head on CPU f32 so the (N, V) logits and their gradient exist only a chunk of rows
+/// at a time (`head_logprob_op.rs`). Equal to `logprob_stats(&linear(hidden, w)?, ..)` within
+/// float rounding (the chunks' products sum in another blocking); elsewhere it is exactly that.
+pub fn head_logprob_stats(
+    hidden: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    temperature: f64,
+) -> Result<LogProbStats> {
+    let v = w.dim(0)?;
+    head_logprob_stats_chunked(
+        hidden,
+        w,
+        targets,
+        temperature,
+        head_logprob_op::chunk_rows(v),
+    )
+}
+
+/// [`head_logprob_stats`] with `chunk` rows of logits at a time.
+fn head_logprob_stats_chunked(
+    hidden: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    temperature: f64,
+    chunk: usize,
+) -> Result<LogProbStats> {
+    let (n, h) = hidden.dims2()?;
+    let fusable = fused_ok(&[hidden, w]) && w.rank() == 2 && w.dim(1)? == h;
+    // A bad temperature gets logprob_stats' own error.
+    if !(fusable && temperature > 0.0 && temperature.is_finite()) {
+        return logprob_stats(&linear(hidden, w)?, targets, temperature);
+    }
+    if targets.dims() != [n] {
+        bail!(
+            "logprob_stats: targets shape {:?} does not match hidden rows {n}",
+            targets.dims()
+        );
+    }
+    let hidden = hidden.contiguous()?; // (N, H)
+    let w = w.contiguous()?; // (V, H)
+    let targets = targets.to_dtype(DType::U32)?.contiguous()?; // (N,)
+    let stats = hidden.apply_op3(
+        &w,
+        &targets,
+        HeadLogProbStatsOp {
+            inv_t: (1.0 / temperature) as f32,
+            chunk,
         },
     )?; // (4, N): logp, mean_logp, entropy, logsumexp(z)
     Ok(LogProbStats {

@@ -198,6 +198,33 @@ fn logprob_stats_matches_composite() {
 }
 
 #[test]
+fn head_logprob_stats_matches_the_head_then_the_stats() {
+    // 7 rows in chunks of 2 (the last one ragged), and in one chunk: values and the gradients
+    // of both the hidden states and the head against autograd through hidden · wᵀ.
+    let (n, h, v) = (7, 5, 37);
+    let hidden = randn(&[n, h]);
+    let w = randn(&[v, h]);
+    let targets = Tensor::new(&[0u32, 5, 36, 1, 2, 30, 7], &Device::Cpu).unwrap();
+    for chunk in [2, 3, n] {
+        check(
+            &|i| lp_stack(head_logprob_stats_chunked(&i[0], &i[1], &i[2], 0.7, chunk)?),
+            &|i| {
+                let logits = i[0].matmul(&i[1].t()?)?; // (N, V)
+                lp_stack(reference::logprob_stats(&logits, &i[2], 0.7)?)
+            },
+            &[hidden.clone(), w.clone(), targets.clone()],
+            &[0, 1],
+            1e-5,
+        );
+    }
+    // A frozen head: the hidden states still get their gradient.
+    let hv = Var::from_tensor(&hidden).unwrap();
+    let s = head_logprob_stats_chunked(hv.as_tensor(), &w, &targets, 1.0, 3).unwrap();
+    let g = s.logp.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(hv.as_tensor()).is_some() && g.get(&w).is_none());
+}
+
+#[test]
 fn logprob_stats_non_contiguous_logits() {
     // Logits stored (V, N) and viewed as (N, V).
     let targets = Tensor::new(&[3u32, 0, 19], &Device::Cpu).unwrap();
