@@ -107,6 +107,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
+    llmrl::model::device::keep_freed_host_memory();
     let a = Args::parse();
     anyhow::ensure!(a.iters >= 1, "--iters must be at least 1");
     let (device, dtype) = llmrl::model::device::parse_device(&a.device)?;
