@@ -13,12 +13,13 @@ OUT=eval/results/rl_step_bench.md
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 [ -e "$MODEL/config.json" ] || { echo "no HF model dir at $MODEL (run eval/countdown/run_all.sh for the SFT warm start)"; exit 1; }
+MODEL=$(realpath "$MODEL") # a relative or absolute path alike
 cargo build --release -q
 export RAYON_NUM_THREADS=2
 step() { # name extra-set...
   local name=$1; shift
   target/release/llmrl train recipes/countdown-grpo.toml --set train.max_steps=1 \
-    --set model.source="$PWD/$MODEL" --set log.rollouts_every=1 --set checkpoint.every=0 "$@" \
+    --set model.source="$MODEL" --set log.rollouts_every=1 --set checkpoint.every=0 "$@" \
     --out "$TMP/$name" > "$TMP/$name.log" 2>&1
   head -1 "$TMP/$name/metrics.jsonl"
 }
@@ -50,10 +51,10 @@ print(f"Machine: {cpu}, {sys.argv[5]} cores, 2 threads each side, f32, one run e
 print("Step: 4 Countdown prompts x 8 generations x <= 128 new tokens, GRPO (dapo, beta 0, eps 0.2), AdamW lr 1e-5,")
 print("micro-batches of 8, one optimizer step; same SFT checkpoint and prompt ids on both sides; TRL with")
 print("gradient checkpointing off (its default is on, which costs it time).\n")
-print("| | step s | generation s | rest s | mean completion tokens | reward mean | step vs TRL |")
+print("| | step s | generation s | rest s | mean completion tokens | reward mean | speed vs TRL (TRL s ÷ llmrl s) |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for name, m in [("llmrl (as shipped: zero-advantage samples skipped)", skip), ("llmrl (skip off: full computation)", full)]:
-    print(f"| {name} | {m['step_seconds']:.1f} | {m['gen_seconds']:.1f} | {m['step_seconds'] - m['gen_seconds']:.1f} | {m['response_length_mean']:.1f} | {m['reward_mean']:.3f} | {m['step_seconds'] / t:.2f}x |")
+    print(f"| {name} | {m['step_seconds']:.1f} | {m['gen_seconds']:.1f} | {m['step_seconds'] - m['gen_seconds']:.1f} | {m['response_length_mean']:.1f} | {m['reward_mean']:.3f} | {t / m['step_seconds']:.2f}x |")
 print(f"| TRL GRPOTrainer | {t:.1f} | {trl['gen_seconds']:.1f} | {t - trl['gen_seconds']:.1f} | {trl['completion_length_mean'] or float('nan'):.1f} | {trl['reward_mean'] or float('nan'):.3f} | 1.00x |")
 print(f"\nllmrl trained {skip.get('nonzero_advantage_rate', float('nan')):.0%} of the samples with skip on (the others had zero advantage).")
 print("Completions differ between the sides (different samplers), so lengths and rewards differ; the")
