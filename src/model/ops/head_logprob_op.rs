@@ -5,9 +5,9 @@
 //! SmolLM2's 49,152-token vocabulary that is 2 × 48 MiB of scratch instead of two 400 MB
 //! tensors, and the kernel's page zeroing of those (a fifth of a training step) is gone.
 
-use super::logprob_op::{row_grad, row_stats, scatter_stats};
+use super::logprob_op::{check_targets, row_grad, row_stats, scatter_stats};
 use super::simd::{cpu_tensor, rows_per_task, slice_of, with_slice};
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Floats in one chunk of logits (48 MiB): large enough that gemm runs at full rate (k = the
@@ -107,9 +107,7 @@ impl CustomOp3 for HeadLogProbStatsOp {
         let tg = slice_of::<u32>(s3, l3)?; // (N,)
         let (n, h) = l1.shape().dims2()?;
         let (v, _) = l2.shape().dims2()?;
-        if let Some(&bad) = tg.iter().find(|&&t| t as usize >= v) {
-            bail!("logprob_stats: target id {bad} is outside the vocabulary of {v} logits");
-        }
+        check_targets(tg, v)?;
         let rows = self.chunk.max(1).min(n.max(1));
         let mut logits = vec![0f32; rows * v]; // one chunk (rows, V), reused
         let mut out = vec![0f32; 4 * n];

@@ -6,6 +6,14 @@ use super::simd::{
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+/// Every target id indexes one of the `vocab` logits.
+pub(super) fn check_targets(targets: &[u32], vocab: usize) -> Result<()> {
+    if let Some(&bad) = targets.iter().find(|&&t| t as usize >= vocab) {
+        bail!("logprob_stats: target id {bad} is outside the vocabulary of {vocab} logits");
+    }
+    Ok(())
+}
+
 /// (logp of `t`, mean logp, entropy, logsumexp) of one row of logits at inverse temperature
 /// `inv_t`: the forward of [`LogProbStatsOp`] and of the fused LM head.
 pub(super) fn row_stats(row: &[f32], t: u32, inv_t: f32) -> [f32; 4] {
@@ -120,9 +128,7 @@ impl CustomOp2 for LogProbStatsOp {
         let tg = slice_of::<u32>(s2, l2)?; // (N,)
         let v = self.vocab;
         let n = tg.len();
-        if let Some(&bad) = tg.iter().find(|&&t| t as usize >= v) {
-            bail!("logprob_stats: target id {bad} is outside the vocabulary of {v} logits");
-        }
+        check_targets(tg, v)?;
         let rows: Vec<[f32; 4]> = x
             .par_chunks(v)
             .zip(tg.par_iter())
