@@ -75,15 +75,16 @@ pub fn run(a: TrackRecArgs) -> Result<()> {
         "recipe": path.display().to_string(),
         "recipe_dir": base.display().to_string(),
         "overrides": a.set,
-        "prompts": {"train": p.train.len(), "test": p.test.len(),
+        "prompts": {"train": p.train.len(), "validator": p.validator.len(), "test": p.test.len(),
                     "available": {"train": p.available[0], "valid": p.available[1], "test": p.available[2]}},
         "llmrl_version": env!("CARGO_PKG_VERSION"),
     });
     run::create(&plan, &out, meta)?;
     report.message(&format!(
-        "run directory: {} ({} train / {} test prompts)",
+        "run directory: {} ({} G training / {} V training / {} test prompts)",
         out.display(),
         p.train.len(),
+        p.validator.len(),
         p.test.len()
     ));
     run::run(&plan, &out, report.as_ref())

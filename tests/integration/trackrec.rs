@@ -82,7 +82,11 @@ learning_rate = 1e-2
 }
 
 fn start(recipe_path: &Path, out: &Path) -> config::TrackRecPlan {
-    let plan = config::load(recipe_path, &[])
+    start_with(recipe_path, out, &[])
+}
+
+fn start_with(recipe_path: &Path, out: &Path, overrides: &[String]) -> config::TrackRecPlan {
+    let plan = config::load(recipe_path, overrides)
         .unwrap()
         .resolve(recipe_path)
         .unwrap();
@@ -218,17 +222,35 @@ fn a_run_killed_during_sdpo_resumes_to_the_same_v_metrics() {
     );
 }
 
-/// GRPO with V as the judge: the same samples per prompt (num_cots) and one V call each.
+/// GRPO with V as the judge: the same samples per prompt (num_cots) and one V call each. G
+/// learns on 4 prompts, V on 8 (G's 4 among them).
 #[test]
 fn the_rl_variant_trains_g_with_v_as_the_judge() {
     let dir = tempfile::tempdir().unwrap();
     let path = recipe(dir.path(), "name = \"grpo\"");
     let root = dir.path().join("rl");
-    let mut plan = start(&path, &root);
+    let sets = [
+        "trackrec.train_prompts=4".to_string(),
+        "trackrec.validator_prompts=8".to_string(),
+    ];
+    let mut plan = start_with(&path, &root, &sets);
     plan.recipe.trackrec.baseline_no_cot = false;
     run::run(&plan, &root, &Silent).unwrap();
     let lines = metrics_lines(&root.join("stages/r1-g/run/metrics.jsonl"));
-    assert_eq!(lines.len(), 4, "8 prompts, 2 per step");
+    assert_eq!(lines.len(), 2, "4 prompts, 2 per step");
+    let ids = |p: &str| -> Vec<String> {
+        metrics_lines(&root.join(p))
+            .iter()
+            .map(|v| v["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (g, v) = (ids("prompts/train.jsonl"), ids("prompts/validator.jsonl"));
+    assert_eq!((g.len(), v.len()), (4, 8));
+    assert!(g.iter().all(|id| v.contains(id)), "{g:?} within {v:?}");
+    assert_eq!(ids("stages/r1-g/data.jsonl"), g);
+    for stage in ["g0-cots/train", "v0/data", "g1-cots/train", "v1/data"] {
+        assert_eq!(ids(&format!("stages/{stage}.jsonl")), v, "{stage}");
+    }
     for l in &lines {
         let r = l["reward_mean"].as_f64().unwrap();
         assert!(r > 0.0 && r < 1.0, "V's probability of the true label: {r}");
@@ -355,4 +377,15 @@ fn bad_input_is_one_clear_error_before_any_model_loads() {
     let e = err(&|_| {});
     assert!(e.contains("no {history} slot"), "{e}");
     assert_eq!(e.matches("error:").count(), 1, "{e}");
+    // V asked to learn from fewer prompts than G's (G's are drawn from V's).
+    std::fs::write(
+        &path,
+        text.replace(
+            "train_prompts = 0\n",
+            "train_prompts = 6\nvalidator_prompts = 4\n",
+        ),
+    )
+    .unwrap();
+    let e = err(&|_| {});
+    assert!(e.contains("validator_prompts = 4 must be 0"), "{e}");
 }

@@ -43,8 +43,12 @@ pub struct TrackRecSection {
     pub rounds: usize,
     /// CoTs G samples per training prompt per round (TrackRec: 10), distinct seeds.
     pub num_cots: usize,
-    /// Training prompts (a seeded sample; 0 = all).
+    /// G's training prompts (a seeded sample; 0 = all).
     pub train_prompts: usize,
+    /// V's training prompts, a superset of G's (0 = G's). V learns the base task from (prompt +
+    /// G's greedy CoT → label) rows, which cost one greedy CoT each; a 135M V learns nothing
+    /// from 64 rows, while G's preference rounds cost `num_cots` samples and V calls per prompt.
+    pub validator_prompts: usize,
     /// Held-out prompts V is evaluated on (a seeded sample; 0 = all).
     pub test_prompts: usize,
     /// G's template: the user's history, never the candidate or the label.
@@ -71,6 +75,7 @@ impl Default for TrackRecSection {
             rounds: 3,
             num_cots: 4,
             train_prompts: 64,
+            validator_prompts: 0,
             test_prompts: 200,
             generator_prompt: "trackrec_cot".into(),
             validator_prompt: "trackrec_validator".into(),
@@ -154,6 +159,19 @@ impl TrackRecRecipe {
             t.num_cots
         );
         ensure!(
+            t.validator_prompts == 0
+                || (t.train_prompts > 0 && t.validator_prompts >= t.train_prompts),
+            "[trackrec] validator_prompts = {} must be 0 (V trains on G's prompts) or at least \
+             train_prompts = {} (G's prompts are drawn from V's){}",
+            t.validator_prompts,
+            t.train_prompts,
+            if t.train_prompts == 0 {
+                "; train_prompts = 0 already gives V every prompt"
+            } else {
+                ""
+            }
+        );
+        ensure!(
             t.generate_batch >= 1 && t.judge_batch >= 1,
             "[trackrec] generate_batch and judge_batch must be ≥ 1"
         );
@@ -196,9 +214,15 @@ impl TrackRecRecipe {
         let validator_model = model_source(&self.validator, "validator", &base_dir)?;
         let prompts = self
             .data
-            .load(&base_dir, t.train_prompts, t.test_prompts, self.seed)
+            .load(
+                &base_dir,
+                t.train_prompts,
+                t.validator_prompts,
+                t.test_prompts,
+                self.seed,
+            )
             .context("[data]")?;
-        for ex in prompts.train.iter().chain(&prompts.test) {
+        for ex in prompts.validator.iter().chain(&prompts.test) {
             g_tpl.validate(ex).context("[trackrec] generator_prompt")?;
         }
         let name = self.name.clone().unwrap_or_else(|| {

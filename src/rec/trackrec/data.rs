@@ -81,7 +81,11 @@ fn default_holdout() -> f64 {
 /// The prompts of one run: what G and V train on and what V is tested on.
 #[derive(Clone, Debug)]
 pub struct PromptSets {
+    /// G's training prompts (sampled, scored and turned into preferences every round).
     pub train: Vec<Example>,
+    /// V's training prompts: G's, plus more where the recipe asks V to learn from more rows than
+    /// G samples for (a superset of `train`, in file order).
+    pub validator: Vec<Example>,
     pub test: Vec<Example>,
     /// Size of each part before subsampling (train, valid, test); valid is 0 where the source
     /// has none.
@@ -90,11 +94,14 @@ pub struct PromptSets {
 
 impl PromptSource {
     /// Reads the source (paths relative to `base_dir`), checks every row, and keeps a seeded
-    /// sample of at most `max_train` / `max_test` rows (0 = all).
+    /// sample of at most `max_train` / `max_test` rows (0 = all). V's training rows are a seeded
+    /// sample of `max_validator` rows (0: G's rows) and G's are drawn from them, so G's prompts
+    /// are always among V's.
     pub fn load(
         &self,
         base_dir: &Path,
         max_train: usize,
+        max_validator: usize,
         max_test: usize,
         seed: u64,
     ) -> Result<PromptSets> {
@@ -141,8 +148,19 @@ impl PromptSource {
             test.len()
         );
         let available = [train.len(), valid.len(), test.len()];
+        let (train, validator) = if max_validator == 0 || max_validator == max_train {
+            let rows = subsample(train, max_train, seed);
+            (rows.clone(), rows)
+        } else {
+            let validator = subsample(train, max_validator, seed);
+            (
+                subsample(validator.clone(), max_train, seed ^ 0x6E),
+                validator,
+            )
+        };
         Ok(PromptSets {
-            train: subsample(train, max_train, seed),
+            train,
+            validator,
             test: subsample(test, max_test, seed ^ 0x7E57),
             available,
         })
@@ -545,7 +563,8 @@ mod tests {
             holdout: 0.2,
             split_seed: 5,
         };
-        let sets = src.load(dir.path(), 0, 0, 1).unwrap();
+        let sets = src.load(dir.path(), 0, 0, 0, 1).unwrap();
+        assert_eq!(sets.validator.len(), sets.train.len());
         assert_eq!(sets.available, [24, 8, 8]);
         let user = |e: &Example| e.id.split(':').next().unwrap().to_string();
         let train: std::collections::HashSet<_> = sets.train.iter().map(user).collect();
@@ -562,6 +581,40 @@ mod tests {
             .find(|e| e.id == "u0:5")
             .unwrap();
         assert_eq!(last.text("label").unwrap(), "No");
+    }
+
+    #[test]
+    fn g_prompts_are_a_sample_of_v_prompts() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows: String = (0..40)
+            .map(|i| {
+                format!(
+                    "{{\"history\":\"h{i}\",\"candidate\":\"c\",\"label\":{}}}\n",
+                    i % 2
+                )
+            })
+            .collect();
+        std::fs::write(dir.path().join("t.jsonl"), rows).unwrap();
+        let src = PromptSource::Jsonl {
+            train: "t.jsonl".into(),
+            test: "t.jsonl".into(),
+        };
+        let ids = |v: &[Example]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let same = src.load(dir.path(), 8, 0, 5, 2).unwrap();
+        assert_eq!(ids(&same.train), ids(&same.validator));
+        assert_eq!(same.train.len(), 8);
+        // Naming V's count equal to G's is the same draw.
+        let named = src.load(dir.path(), 8, 8, 5, 2).unwrap();
+        assert_eq!(ids(&named.validator), ids(&same.validator));
+        let more = src.load(dir.path(), 8, 20, 5, 2).unwrap();
+        let (g, v) = (ids(&more.train), ids(&more.validator));
+        assert_eq!((g.len(), v.len()), (8, 20));
+        assert!(g.iter().all(|id| v.contains(id)), "{g:?} ⊄ {v:?}");
+        // Both kept in file order.
+        assert!(g
+            .windows(2)
+            .all(|w| v.iter().position(|x| *x == w[0]) < v.iter().position(|x| *x == w[1])));
+        assert_eq!(ids(&more.test), ids(&same.test));
     }
 
     #[test]

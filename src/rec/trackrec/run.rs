@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! RUN/trackrec.resolved.toml  run.json  state.json  eval.jsonl (one line per V evaluation)
-//! RUN/prompts/{train,test}.jsonl                 the prompt rows (candidate and label included)
-//! RUN/stages/gN-cots/{train,test}.jsonl          G_N's greedy CoTs, one per prompt
+//! RUN/prompts/{train,validator,test}.jsonl       the prompt rows (candidate and label included):
+//!                                                G's, V's (a superset of G's) and the test's
+//! RUN/stages/gN-cots/{train,test}.jsonl          G_N's greedy CoTs, one per V training / test
+//!                                                prompt
 //! RUN/stages/rN-sample/cots.jsonl                the round's n CoTs per training prompt
 //! RUN/stages/rN-score/{scored,prefs}.jsonl, summary.json   V's rewards, the preference lists
 //! RUN/stages/{vN,v-nocot,rN-g}/{recipe.toml,data.jsonl,run/}   a training stage: its recipe,
@@ -51,14 +53,29 @@ pub fn create(plan: &TrackRecPlan, root: &Path, mut meta: Value) -> Result<()> {
     std::fs::write(root.join(RESOLVED), toml::to_string_pretty(&plan.recipe)?)?;
     std::fs::write(root.join("run.json"), serde_json::to_string_pretty(&meta)?)?;
     write_rows(&root.join("prompts/train.jsonl"), &plan.prompts.train)?;
+    write_rows(
+        &root.join("prompts/validator.jsonl"),
+        &plan.prompts.validator,
+    )?;
     write_rows(&root.join("prompts/test.jsonl"), &plan.prompts.test)?;
     Ok(())
 }
 
 /// Checks that a resumed run's recipe still yields the prompts it started with.
 pub fn check_prompts(plan: &TrackRecPlan, root: &Path) -> Result<()> {
-    for (name, rows) in [("train", &plan.prompts.train), ("test", &plan.prompts.test)] {
+    let p = &plan.prompts;
+    for (name, rows) in [
+        ("train", &p.train),
+        ("validator", &p.validator),
+        ("test", &p.test),
+    ] {
         let path = root.join(format!("prompts/{name}.jsonl"));
+        // Runs from before V had its own prompts trained V on G's.
+        let path = if name == "validator" && !path.exists() {
+            root.join("prompts/train.jsonl")
+        } else {
+            path
+        };
         let stored = read_rows(&path)?;
         let same = stored.len() == rows.len()
             && stored
@@ -260,7 +277,7 @@ impl Runner<'_> {
 
     fn tune_v(&self, stage: &Stage, round: Option<usize>) -> Result<()> {
         let rows = match round {
-            None => self.plan.prompts.train.clone(),
+            None => self.plan.prompts.validator.clone(),
             Some(r) => self.cot_rows(r, "train")?,
         };
         let rows: Vec<Example> = rows
@@ -298,7 +315,8 @@ impl Runner<'_> {
         let w = self.g_writer(round)?;
         let sampling = greedy(&p.generator_sampling);
         let dir = self.dir(stage);
-        for (part, rows) in [("train", &p.prompts.train), ("test", &p.prompts.test)] {
+        // "train": every prompt V is tuned on (G's among them).
+        for (part, rows) in [("train", &p.prompts.validator), ("test", &p.prompts.test)] {
             let cots = w.write(rows, 1, &sampling, self.seed(stage), self.report)?;
             let out: Vec<Example> = cots.iter().map(|c| cot_row(&rows[c.prompt], c)).collect();
             write_rows(&dir.join(format!("{part}.jsonl")), &out)?;
