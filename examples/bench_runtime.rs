@@ -13,9 +13,10 @@
 //!   reported per decode step in `profile` next to what is spent outside the model (sampling,
 //!   logits to host, positions, dropping rows) and a separate timing of the sampling alone;
 //!   without it the decoder reads no clock.
-//! - `bandwidth`: the machine's memory bandwidth by a plain parallel copy (and a read-only sum)
-//!   of 256 MiB buffers, best of 5, and the batch-1 decode limit it implies for streaming the
-//!   model's f32 weights once per token.
+//! - `bandwidth`: the machine's limits. Memory bandwidth by a plain parallel copy (and a
+//!   read-only sum) of 256 MiB buffers, best of 5, and the batch-1 decode limit it implies for
+//!   streaming the model's f32 weights once per token; the f32 GEMM rate of candle's matmul on
+//!   1024³ (best of 5) and the large-batch decode limit it implies at 2 FLOPs per weight per token.
 //! - `train`: rows of token ids from `--ids` (one row per line, space-separated, T+1 ids each);
 //!   mean next-token NLL over all T positions of every row, then `.backward()`. One warm-up step,
 //!   then `--iters` timed ones; the median is reported.
@@ -132,7 +133,7 @@ fn main() -> Result<()> {
     let mut out = match a.mode {
         BenchMode::Generate => bench_generate(&a, &m, &device)?,
         BenchMode::Train => bench_train(&a, &m, &device)?,
-        BenchMode::Bandwidth => bench_bandwidth(&m),
+        BenchMode::Bandwidth => bench_bandwidth(&m)?,
     };
     let extra = serde_json::json!({
         "side": "llmrl",
@@ -287,7 +288,7 @@ fn sampling_ms(dec: &Decoder, ids: &[u32], batch: usize, device: &Device) -> Res
 
 /// Copy and read bandwidth (GB/s, best of 5 over 256 MiB buffers, rayon over 1 MiB chunks) and
 /// the batch-1 tok/s limit of streaming the model's weights once per token at each.
-fn bench_bandwidth(m: &model::LoadedModel) -> serde_json::Value {
+fn bench_bandwidth(m: &model::LoadedModel) -> Result<serde_json::Value> {
     let n = 64 << 20; // f32s: 256 MiB
     let src: Vec<f32> = (0..n).into_par_iter().map(|i| i as f32).collect();
     let mut dst = vec![0f32; n];
@@ -317,10 +318,26 @@ fn bench_bandwidth(m: &model::LoadedModel) -> serde_json::Value {
             .sum::<f32>();
         read = read.min(t.elapsed().as_secs_f64());
     }
+    drop((src, dst));
+    // The GEMM rate: one square matmul large enough for gemm's packing to amortize.
+    let d = 1024;
+    let a = Tensor::randn(0f32, 1f32, (d, d), &Device::Cpu)?;
+    let b = Tensor::randn(0f32, 1f32, (d, d), &Device::Cpu)?;
+    let _ = a.matmul(&b)?; // warm-up
+    let mut gemm = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let c = a.matmul(&b)?;
+        gemm = gemm.min(t.elapsed().as_secs_f64());
+        sink += c.get(0)?.get(0)?.to_scalar::<f32>()?;
+    }
+    let gemm_gflops = 2.0 * (d * d * d) as f64 / gemm / 1e9;
+    // Every weight is one multiply-add per token (the tied embedding counted once: as the head).
+    let flops_per_token = 2.0 * m.params.num_elements() as f64;
     let bytes = (n * 4) as f64;
     let weight_bytes = (m.params.num_elements() * 4) as f64;
     let (copy_gbps, read_gbps) = (2.0 * bytes / copy / 1e9, bytes / read / 1e9);
-    serde_json::json!({
+    Ok(serde_json::json!({
         "mode": "bandwidth",
         "buffer_mib": bytes / (1 << 20) as f64,
         // Bytes read plus bytes written per second.
@@ -329,8 +346,11 @@ fn bench_bandwidth(m: &model::LoadedModel) -> serde_json::Value {
         "weights_mb": weight_bytes / 1e6,
         "batch1_limit_tok_s_copy": copy_gbps * 1e9 / weight_bytes,
         "batch1_limit_tok_s_read": read_gbps * 1e9 / weight_bytes,
+        "gemm_gflops": gemm_gflops,
+        "gflops_per_token": flops_per_token / 1e9,
+        "gemm_limit_tok_s": gemm_gflops * 1e9 / flops_per_token,
         "checksum": sink,
-    })
+    }))
 }
 
 fn read_rows(path: &PathBuf) -> Result<Vec<Vec<u32>>> {

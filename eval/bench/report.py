@@ -28,6 +28,8 @@ def main() -> None:
         rows = [json.loads(line) for line in f if line.strip()]
     with open(sys.argv[2]) as f:
         meta = json.load(f)
+    limits = [r for r in rows if r["mode"] == "bandwidth"]
+    rows = [r for r in rows if r["mode"] != "bandwidth"]
     by = {(r["side"], r["mode"], r["batch"]): r for r in rows}
     keys = sorted({(r["mode"], r["batch"]) for r in rows})
     torch_v = next((r for r in rows if r["side"] == "torch"), {})
@@ -64,6 +66,32 @@ def main() -> None:
             f"| {l['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} "
             f"| {'yes' if l['first_ids'] == t['first_ids'] else 'no'} |"
         )
+    if limits:
+        # The better of the two measurements: the machine's capacity, less whatever load took.
+        read = max(r["batch1_limit_tok_s_read"] for r in limits)
+        gemm = max(r["gemm_limit_tok_s"] for r in limits)
+        out += [
+            "",
+            "### Against the machine's limits",
+            "",
+            "Measured by `bench_runtime --mode bandwidth` before and after the generation rows: read "
+            "bandwidth " + " / ".join(f"{r['read_gbps']:.1f}" for r in limits) + " GB/s, copy "
+            + " / ".join(f"{r['copy_gbps']:.1f}" for r in limits) + " GB/s (read + write), f32 GEMM "
+            "(candle matmul, 1024³) " + " / ".join(f"{r['gemm_gflops']:.0f}" for r in limits)
+            + " GFLOP/s. "
+            f"Streaming the {limits[0]['weights_mb']:.0f} MB of f32 weights once per token allows "
+            f"{read:.1f} tok/s at batch 1; at {limits[0]['gflops_per_token']:.3f} GFLOP per token "
+            f"the GEMM rate allows {gemm:.0f} tok/s at any batch.",
+            "",
+            "| batch | llmrl tok/s | % of the batch-1 bandwidth limit | % of the GEMM-rate limit |",
+            "|---:|---:|---:|---:|",
+        ]
+        for mode, b in keys:
+            l = by.get(("llmrl", mode, b))
+            if mode != "generate" or not l:
+                continue
+            bw = f"{100 * l['tokens_per_s'] / read:.0f} %" if b == 1 else "-"
+            out.append(f"| {b} | {l['tokens_per_s']:.1f} | {bw} | {100 * l['tokens_per_s'] / gemm:.0f} % |")
     out += [
         "",
         "## Forward + backward (mean next-token NLL over all positions, f32, no optimizer step)",

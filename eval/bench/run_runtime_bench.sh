@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side CPU runtime benchmark, llmrl (candle) vs PyTorch + transformers, same model, same
 # machine, same thread count, f32:
+#   0. the machine's limits: memory bandwidth and f32 GEMM rate (bench_runtime --mode bandwidth),
+#      before and after the generation rows, and what they allow at batch 1 and at large batches
 #   1. greedy generation tokens/s at each batch in GEN_BATCHES, exactly NEW_TOKENS new tokens
 #   2. forward+backward time and peak RSS for TRAIN_B x TRAIN_T tokens (next-token NLL)
 # and writes OUT (markdown table with both sides and ratios, the command, machine info), keeping
@@ -59,11 +61,16 @@ llmrl() { nice -n "$NICE" "$bin" --model "$MODEL" --iters "$ITERS" "$@" | tee -a
 torch() { nice -n "$NICE" "$PY" eval/bench/bench_torch.py --model "$MODEL" --iters "$ITERS" \
   --threads "$THREADS" "$@" | tee -a "$jsonl" >&2; }
 
+# The machine's limits (memory bandwidth, f32 GEMM rate), before and after the generation rows.
+echo "== machine limits" >&2
+llmrl --mode bandwidth
 for b in $GEN_BATCHES; do
   echo "== generate: batch $b, $NEW_TOKENS new tokens" >&2
   llmrl --mode generate --batch "$b" --new-tokens "$NEW_TOKENS"
   torch generate --batch "$b" --new-tokens "$NEW_TOKENS"
 done
+
+llmrl --mode bandwidth
 
 echo "== train: $TRAIN_B x $TRAIN_T tokens" >&2
 ids="$work/ids.txt"
