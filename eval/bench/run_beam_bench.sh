@@ -35,15 +35,17 @@ trap 'rm -f "$work"' EXIT
 
 raw="${OUT%.md}.jsonl"
 mkdir -p "$(dirname "$OUT")"
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 : > "$raw"
 for b in $BEAMS; do
   nice -n "$NICE" target/release/examples/bench_beam --model "$MODEL" --work "$work" --beams "$b" --iters "$ITERS" | tee -a "$raw"
   nice -n "$NICE" "$PY" eval/bench/beam_torch.py run --model "$MODEL" --work "$work" --beams "$b" --iters "$ITERS" 2>/dev/null | tee -a "$raw"
 done
 
-"$PY" - "$raw" "$OUT" "$PROMPTS" "$TRIE" "$ITERS" <<'PYEOF'
+"$PY" - "$raw" "$OUT" "$PROMPTS" "$TRIE" "$ITERS" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" \
+  "$(git rev-parse --short HEAD)" <<'PYEOF'
 import json, sys, platform, os
-raw, out, prompts, trie, iters = sys.argv[1:]
+raw, out, prompts, trie, iters, load_start, load_end, commit = sys.argv[1:]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
 by = {}
 for r in rows:
@@ -53,10 +55,11 @@ lines = [
     "",
     f"SmolLM2-135M-Instruct (GGUF Q4_1, dequantized), {prompts} ragged chat prompts per call, "
     f"trie of {trie} random 3-token sequences then EOS, max_new_tokens 4, median of {iters} runs "
-    f"after a warm-up. Machine: {platform.machine()}, {os.cpu_count()} cores, SHARED with other "
-    "jobs during the run (absolute numbers are noisy; the ratio of neighbouring runs less so).",
+    f"after a warm-up, 2 threads each side. Machine: {platform.machine()}, {os.cpu_count()} cores, "
+    f"load average {load_start} at the start and {load_end} at the end (other jobs skew both "
+    f"sides; the ratio of neighbouring runs less so). llmrl at {commit}.",
     "",
-    "| B | llmrl items/s | transformers items/s | llmrl / transformers | same top beam |",
+    "| B | llmrl items/s | transformers items/s | speed (llmrl ÷ transformers) | same top beam |",
     "| --- | --- | --- | --- | --- |",
 ]
 for b, s in sorted(by.items()):
@@ -65,7 +68,7 @@ for b, s in sorted(by.items()):
         continue
     same = "yes" if l["top_beam_prompt0"] == t["top_beam_prompt0"] else "no"
     lines.append(f"| {b} | {l['items_per_s']} | {t['items_per_s']} | "
-                 f"{l['items_per_s'] / t['items_per_s']:.2f}x | {same} |")
+                 f"{l['items_per_s'] / t['items_per_s']:.2f}× | {same} |")
 lines += ["", "Command: `eval/bench/run_beam_bench.sh` (raw lines in the .jsonl beside this file)."]
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
