@@ -148,18 +148,16 @@ impl PromptSource {
             test.len()
         );
         let available = [train.len(), valid.len(), test.len()];
-        let (train, validator) = if max_validator == 0 || max_validator == max_train {
-            let rows = subsample(train, max_train, seed);
-            (rows.clone(), rows)
+        // V's sample first, G's from it: with V's count equal to G's (or 0) the second draw
+        // keeps every row, so G and V share exactly the sample a run without V's own had.
+        let max_validator = if max_validator == 0 {
+            max_train
         } else {
-            let validator = subsample(train, max_validator, seed);
-            (
-                subsample(validator.clone(), max_train, seed ^ 0x6E),
-                validator,
-            )
+            max_validator
         };
+        let validator = subsample(train, max_validator, seed);
         Ok(PromptSets {
-            train,
+            train: subsample(validator.clone(), max_train, seed ^ 0x6E),
             validator,
             test: subsample(test, max_test, seed ^ 0x7E57),
             available,

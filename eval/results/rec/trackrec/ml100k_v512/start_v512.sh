@@ -5,7 +5,7 @@ set -e
 OUT=/work/runs/trackrec-ml100k-v512/run
 DIAG=/work/runs/trackrec-vdiag/run
 mkdir -p /work/runs/trackrec-ml100k-v512
-/work/runs/run_trackrec_ml100k_v512.sh > /work/runs/trackrec-ml100k-v512/create.log 2>&1 &
+$(dirname "$0")/run.sh $OUT > /work/runs/trackrec-ml100k-v512/create.log 2>&1 &
 pid=$!
 while ! grep -q "stage eval-zero-shot" /work/runs/trackrec-ml100k-v512/create.log 2>/dev/null; do sleep 0.2; done
 kill $pid; sleep 1; pkill -f "trackrec recipes/trackrec-ml100k.toml" || true
@@ -16,4 +16,4 @@ for s in eval-zero-shot v-nocot eval-no-cot; do cp -r $DIAG/stages/$s $OUT/stage
 cp $DIAG/eval.jsonl $OUT/eval.jsonl
 echo '{"done": ["eval-zero-shot", "v-nocot", "eval-no-cot"]}' > $OUT/state.json
 echo "reused from $DIAG: eval-zero-shot v-nocot eval-no-cot" > $OUT/REUSED.txt
-nohup /work/runs/run_trackrec_ml100k_v512.sh >> /work/runs/trackrec-ml100k-v512/run.log 2>&1 &
+nohup $(dirname "$0")/run.sh $OUT >> /work/runs/trackrec-ml100k-v512/run.log 2>&1 &
