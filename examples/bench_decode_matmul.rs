@@ -2,7 +2,7 @@
 //! 49152), candle's matmul (gemm, packing its right-hand side per call) vs the streaming kernel
 //! behind `ops::linear`, at several row counts. Both run in one process, interleaved per
 //! repetition, so load on the machine skews them alike. Per decode step = 30 layers × (q, k, v,
-//! o, gate, up, down) + the LM head once. Used to pick `decode_matmul::MAX_ROWS`.
+//! o, gate, up, down) + the LM head once. Used to pick the cut-offs of `decode_matmul::pays_off`.
 //!
 //! Usage: cargo run --release --example bench_decode_matmul [-- ROWS...]
 

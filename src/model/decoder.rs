@@ -40,6 +40,9 @@ struct Linear {
     w: Tensor,         // (out, in)
     b: Option<Tensor>, // (out,)
     lora: Option<Adapter>,
+    /// Whether a few untracked rows may take the streaming kernel (`ops::linear`); false in a
+    /// training decoder.
+    stream: bool,
 }
 
 impl Linear {
@@ -51,13 +54,13 @@ impl Linear {
         // x: (N, in) → (N, out). 2-D matmuls: broadcast_matmul costs more here (feasibility.md);
         // a few untracked rows (decode) take the kernel that streams w once for all of them; a
         // weight that tracks no gradient (a LoRA base) gets none computed.
-        let y = grad_hook::frozen_linear(x, &self.w)?;
+        let y = grad_hook::frozen_linear(x, &self.w, self.stream)?;
         let y = match &self.b {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
         match &self.lora {
-            Some(a) => y + a.forward(x)?,
+            Some(a) => y + a.forward(x, self.stream)?,
             None => Ok(y),
         }
     }
@@ -72,6 +75,7 @@ impl Linear {
             w: self.w.detach(),
             b: self.b.as_ref().map(Tensor::detach),
             lora,
+            stream: self.stream,
         }
     }
 }

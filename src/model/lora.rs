@@ -454,14 +454,14 @@ pub struct Adapter {
 }
 
 impl Adapter {
-    /// x: (N, in) → (N, out).
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// x: (N, in) → (N, out). `stream`: as [`super::ops::linear_or_matmul`].
+    pub fn forward(&self, x: &Tensor, stream: bool) -> candle_core::Result<Tensor> {
         let x = match self.dropout {
             Some((p, seed)) if p > 0.0 => dropout(x, p, seed)?,
             _ => x.clone(),
         };
-        let h = super::ops::linear(&x, &self.a)?; // (N, r)
-        super::ops::linear(&h, &self.b)? * self.scale // (N, out)
+        let h = super::ops::linear_or_matmul(&x, &self.a, stream)?; // (N, r)
+        super::ops::linear_or_matmul(&h, &self.b, stream)? * self.scale // (N, out)
     }
 }
 

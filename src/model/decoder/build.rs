@@ -120,6 +120,10 @@ impl Decoder {
                 w,
                 b,
                 lora: adapter,
+                // Generation and reference log-probs may stream a few rows; a training forward
+                // (recomputed layers included) always takes the matmul, so its untracked pass
+                // computes what the tracked one does, bit for bit.
+                stream: mode == Mode::Infer,
             })
         };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);

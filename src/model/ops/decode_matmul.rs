@@ -19,7 +19,7 @@
 //! at 8–32 rows and a whole decode step 1.19× at batch 16, 1.32× at 32 (eval/results/speed/), but
 //! its summation order moved a sampled token of the seeded golden RL run
 //! (tests/integration/golden_metrics.rs, made on AVX2), so it is not used; the 8-lane AVX-512
-//! tile is not measured yet.
+//! tile's timings against gemm are at [`MAX_ROWS`].
 //!
 //! Accumulation order (so "exact within float tolerance" is checkable), the same for every path:
 //! y[i][o] is, per lane l ∈ 0..8, the fused multiply-add chain over k ≡ l (mod 8) in increasing
@@ -32,11 +32,25 @@ use rayon::prelude::*;
 
 use super::simd::cpu_tensor;
 
-/// The most rows `ops::linear` gives this kernel; above it gemm's packing is amortized over
-/// enough rows. Interleaved per decode step at SmolLM2-135M's shapes (`bench_decode_matmul`,
-/// shared 2-core machine, AVX2 kernel): kernel ÷ gemm time 0.27–0.48 for the layers at 2–24
-/// rows, 0.93 at 32, 1.01 at 64; LM head 0.32–0.55 at 2–24, 0.64 at 32, 1.14 at 64.
+/// The most rows `ops::linear` gives this kernel for any weight; above it gemm's packing is
+/// amortized over enough rows. Interleaved per decode step at SmolLM2-135M's shapes
+/// (`bench_decode_matmul`, idle 2-core Xeon, 8-lane AVX-512 tile, session 24): LM head (49152
+/// rows) kernel ÷ gemm time 0.37 / 0.62 / 0.76 at 8 / 16 / 32 rows, 1.04–1.37 at 48–64.
 pub(super) const MAX_ROWS: usize = 32;
+
+/// The most rows for a weight of at most [`SMALL_WEIGHT_ROWS`] output rows (a layer's
+/// projection): the layers' kernel ÷ gemm time in the same runs was 0.49–0.53 at 32 rows,
+/// 0.55–0.57 at 48, 0.71–0.79 at 64, 0.82–0.83 at 96 and 1.04–1.06 at 128.
+pub(super) const MAX_ROWS_SMALL_WEIGHT: usize = 96;
+
+/// Output rows up to which a weight counts as small (SmolLM2's largest projection has 1536; the
+/// 7B models' MLPs have up to ~19k and are not measured).
+pub(super) const SMALL_WEIGHT_ROWS: usize = 4096;
+
+/// Whether `ops::linear` streams x (m rows) against a weight of `n` output rows.
+pub(super) fn pays_off(m: usize, n: usize) -> bool {
+    m <= MAX_ROWS || (m <= MAX_ROWS_SMALL_WEIGHT && n <= SMALL_WEIGHT_ROWS)
+}
 
 /// Output columns per rayon task: 48 weight rows of 576..1536 f32 (110–300 KB, within L2); a
 /// multiple of the tile widths 3 and 8.
@@ -415,7 +429,7 @@ mod x86 {
     }
 }
 
-/// x (M, K) · wᵀ for w (N, K), f32 CPU tensors, any M (fast for M ≤ [`MAX_ROWS`]). Returns
+/// x (M, K) · wᵀ for w (N, K), f32 CPU tensors, any M (fast for the M of [`pays_off`]). Returns
 /// (M, N). No autograd.
 pub(super) fn decode_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (m, k) = x.dims2()?;
@@ -599,10 +613,28 @@ mod tests {
         );
         let g = y.sum_all().unwrap().backward().unwrap();
         assert!(g.get(v.as_tensor()).is_some());
-        // More rows than the kernel takes: the matmul.
-        let x = Tensor::randn(0f32, 1f32, (MAX_ROWS + 1, 40), &dev).unwrap();
-        let y = super::super::linear(&x, &w).unwrap();
-        let c = x.matmul(&w.t().unwrap()).unwrap();
-        assert_eq!(y.to_vec2::<f32>().unwrap(), c.to_vec2::<f32>().unwrap());
+        // Row counts around the cut-offs: a layer-sized weight streams up to 96 rows, a
+        // vocabulary-sized one up to 32; above, the matmul.
+        let big = Tensor::randn(0f32, 1f32, (SMALL_WEIGHT_ROWS + 1, 40), &dev).unwrap();
+        for (m, w, kernel) in [
+            (MAX_ROWS_SMALL_WEIGHT, &w, true),
+            (MAX_ROWS_SMALL_WEIGHT + 1, &w, false),
+            (MAX_ROWS, &big, true),
+            (MAX_ROWS + 1, &big, false),
+        ] {
+            let x = Tensor::randn(0f32, 1f32, (m, 40), &dev).unwrap();
+            let y = super::super::linear(&x, w).unwrap();
+            let want = if kernel {
+                decode_matmul(&x, w).unwrap()
+            } else {
+                x.matmul(&w.t().unwrap()).unwrap()
+            };
+            assert_eq!(
+                y.to_vec2::<f32>().unwrap(),
+                want.to_vec2::<f32>().unwrap(),
+                "{m} rows against {:?}",
+                w.dims()
+            );
+        }
     }
 }

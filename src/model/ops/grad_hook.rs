@@ -71,12 +71,14 @@ pub fn supported(x: &Tensor) -> bool {
 }
 
 /// `x · wᵀ` (x: (N, in), w: (out, in) → (N, out)) for a weight that does not train: the
-/// backward gives x its gradient and computes nothing for w.
-pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+/// backward gives x its gradient and computes nothing for w. `stream`: as
+/// [`super::linear_or_matmul`].
+pub fn frozen_linear(x: &Tensor, w: &Tensor, stream: bool) -> Result<Tensor> {
+    let lin = |x: &Tensor| super::linear_or_matmul(x, w, stream);
     if !x.track_op() || w.track_op() || !supported(x) {
-        return super::linear(x, w);
+        return lin(x);
     }
-    let y = super::linear(&x.detach(), w)?; // (N, out)
+    let y = lin(&x.detach())?; // (N, out)
     let w = w.clone();
     with_backward(x, y, Arc::new(move |g: &Tensor| g.matmul(&w))) // (N, out)·(out, in)
 }

@@ -208,21 +208,33 @@ fn head_logprob_stats_chunked(
 
 /// x · wᵀ for x (N, in) and a weight w (out, in) in its stored layout: (N, out).
 ///
-/// With at most [`decode_matmul::MAX_ROWS`] rows and nothing tracking gradients (the decode step
-/// of generation, rollouts, evaluation), a kernel that streams each weight row once for all rows
-/// (`decode_matmul.rs`; equal to the matmul within rounding); otherwise candle's matmul.
+/// With few rows ([`decode_matmul::pays_off`]: at most 32, or 96 against a layer-sized weight)
+/// and nothing tracking gradients (the decode step of generation, rollouts, evaluation), a
+/// kernel that streams each weight row once for all rows (`decode_matmul.rs`; equal to the
+/// matmul within rounding); otherwise candle's matmul.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (n, _) = x.dims2()?;
-    if n <= decode_matmul::MAX_ROWS
+    if w.rank() == 2
+        && decode_matmul::pays_off(n, w.dim(0)?)
         && !x.track_op()
         && !w.track_op()
         && fused_ok(&[x, w])
-        && w.rank() == 2
         && w.is_contiguous()
     {
         return decode_matmul::decode_matmul(x, w);
     }
     x.matmul(&w.t()?)
+}
+
+/// [`linear`] where `stream` (an inference decoder: generation, reference log-probs), else
+/// always the matmul (a training forward: its untracked passes, such as recomputed layers,
+/// then compute exactly what the tracked ones do).
+pub fn linear_or_matmul(x: &Tensor, w: &Tensor, stream: bool) -> Result<Tensor> {
+    if stream {
+        linear(x, w)
+    } else {
+        x.matmul(&w.t()?)
+    }
 }
 
 /// The decode kernel of [`linear`] at any row count and whatever tracks gradients (no autograd:
