@@ -21,6 +21,13 @@
 //! (tests/integration/golden_metrics.rs, made on AVX2), so it is not used; the 8-lane AVX-512
 //! tile's timings against gemm are at [`MAX_ROWS`].
 //!
+//! From [`PAIRS_FROM`] rows on, AVX-512 runs a paired tile with the same order at twice the
+//! width: x is first packed so that one 16-lane vector holds an 8-float block of two rows, and
+//! each weight row's matching 8 floats are broadcast to both halves (`vbroadcastf64x4`); a
+//! vector's halves are then exactly the two rows' 8-lane accumulators. Tiles of 4 row pairs × 6
+//! weight rows: 24 accumulators, 4 + 6 loads per 24 FMAs. At 64 rows the layers' matmuls ran at
+//! 138 GFLOP/s (gemm on 1024³: ~300), 0.75× the 8-lane tile's time and 0.50× gemm's.
+//!
 //! Accumulation order (so "exact within float tolerance" is checkable), the same for every path:
 //! y[i][o] is, per lane l ∈ 0..8, the fused multiply-add chain over k ≡ l (mod 8) in increasing
 //! k (k < in − in % 8), then the 8 lanes summed as ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)), then the
@@ -34,14 +41,15 @@ use super::simd::cpu_tensor;
 
 /// The most rows `ops::linear` gives this kernel for any weight; above it gemm's packing is
 /// amortized over enough rows. Interleaved per decode step at SmolLM2-135M's shapes
-/// (`bench_decode_matmul`, idle 2-core Xeon, 8-lane AVX-512 tile, session 24): LM head (49152
-/// rows) kernel ÷ gemm time 0.37 / 0.62 / 0.76 at 8 / 16 / 32 rows, 1.04–1.37 at 48–64.
-pub(super) const MAX_ROWS: usize = 32;
+/// (`bench_decode_matmul`, idle 2-core Xeon, session 25, AVX-512 paired tile from 12 rows): LM
+/// head (49152 rows) kernel ÷ gemm time 0.28 / 0.47 / 0.62 at 8 / 16 / 32 rows, 0.67–0.92 at
+/// 48–128, 0.99–1.01 at 160–192, 1.16 at 256. (The 8-lane tile alone: 1.04–1.37 at 48–64.)
+pub(super) const MAX_ROWS: usize = 128;
 
 /// The most rows for a weight of at most [`SMALL_WEIGHT_ROWS`] output rows (a layer's
-/// projection): the layers' kernel ÷ gemm time in the same runs was 0.49–0.53 at 32 rows,
-/// 0.55–0.57 at 48, 0.71–0.79 at 64, 0.82–0.83 at 96 and 1.04–1.06 at 128.
-pub(super) const MAX_ROWS_SMALL_WEIGHT: usize = 96;
+/// projection): the layers' kernel ÷ gemm time in the same runs was 0.36 at 32 rows, 0.44 at
+/// 48, 0.50 at 64, 0.63 at 96, 0.71 at 128, 0.75 at 160, 0.85 at 192 and 0.99 at 256.
+pub(super) const MAX_ROWS_SMALL_WEIGHT: usize = 192;
 
 /// Output rows up to which a weight counts as small (SmolLM2's largest projection has 1536; the
 /// 7B models' MLPs have up to ~19k and are not measured).
@@ -51,6 +59,13 @@ pub(super) const SMALL_WEIGHT_ROWS: usize = 4096;
 pub(super) fn pays_off(m: usize, n: usize) -> bool {
     m <= MAX_ROWS || (m <= MAX_ROWS_SMALL_WEIGHT && n <= SMALL_WEIGHT_ROWS)
 }
+
+/// The fewest rows that take AVX-512's paired tile (`x86::pair_tile`); below, the 8-lane
+/// tile, which keeps more weight rows in flight where the weights' stream from memory bounds
+/// the step. Layers' time, paired ÷ 8-lane tile (`bench_decode_matmul`, idle 2-core Xeon,
+/// session 25): 1.24 / 1.04 at 4 / 8 rows, 0.94 / 0.80 / 0.83 at 12 / 16 / 24, 0.75 at 48–96,
+/// 0.65 at 128.
+const PAIRS_FROM: usize = 12;
 
 /// Output columns per rayon task: 48 weight rows of 576..1536 f32 (110–300 KB, within L2); a
 /// multiple of the tile widths 3 and 8.
@@ -144,6 +159,19 @@ pub(super) fn matmul_xwt_with(
     let mut y = vec![0f32; m * n];
     let out = OutPtr(y.as_mut_ptr());
     let chunks = n.div_ceil(COLS_PER_TASK);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && m >= PAIRS_FROM {
+        let (xp, off) = x86::pack_pairs(x, m, k);
+        let xp = &xp[off..];
+        (0..chunks).into_par_iter().for_each(|c| {
+            #[allow(clippy::redundant_locals)]
+            let out = out;
+            let (o0, o1) = (c * COLS_PER_TASK, ((c + 1) * COLS_PER_TASK).min(n));
+            // SAFETY: Avx512 is only chosen on a CPU that has it.
+            unsafe { x86::columns_avx512_pairs(xp, x, w, m, k, n, o0, o1, out) };
+        });
+        return y;
+    }
     (0..chunks).into_par_iter().for_each(|c| {
         // Rebinding captures the whole Send wrapper, not (edition 2021) its raw pointer field.
         #[allow(clippy::redundant_locals)]
@@ -213,221 +241,7 @@ fn portable_dot<const L: usize>(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-// Register tiles indexed [row][column] read clearer as index loops over their const sizes.
-#[allow(clippy::needless_range_loop)]
-mod x86 {
-    use super::OutPtr;
-    use std::arch::x86_64::*;
-
-    /// One vector width: the few operations the tile needs.
-    trait Vector: Copy {
-        /// f32 lanes.
-        const L: usize;
-        unsafe fn zero() -> Self;
-        unsafe fn load(p: *const f32) -> Self;
-        /// self · b + c, fused.
-        unsafe fn fma(self, b: Self, c: Self) -> Self;
-        /// Sum of the lanes in the documented order.
-        unsafe fn hsum(self) -> f32;
-    }
-
-    /// Sum of 8 lanes: ((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7)).
-    #[inline(always)]
-    unsafe fn hsum8(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); // l0+l4 ..
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s)); // (l0+l4)+(l2+l6), (l1+l5)+(l3+l7)
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0b01));
-        _mm_cvtss_f32(s)
-    }
-
-    impl Vector for __m256 {
-        const L: usize = 8;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            _mm256_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            _mm256_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn fma(self, b: Self, c: Self) -> Self {
-            _mm256_fmadd_ps(self, b, c)
-        }
-        #[inline(always)]
-        unsafe fn hsum(self) -> f32 {
-            hsum8(self)
-        }
-    }
-
-    impl Vector for __m512 {
-        const L: usize = 16;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            _mm512_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            _mm512_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn fma(self, b: Self, c: Self) -> Self {
-            _mm512_fmadd_ps(self, b, c)
-        }
-        #[inline(always)]
-        unsafe fn hsum(self) -> f32 {
-            // Lanes l + (l + 8), then the 8-lane order.
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self)));
-            hsum8(_mm256_add_ps(_mm512_castps512_ps256(self), hi))
-        }
-    }
-
-    /// R input rows (at x, stride k) against C weight rows (at w, stride k); writes y[r][c] to
-    /// out at (r0 + r, o + c) of the (m, n) output.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<V: Vector, const R: usize, const C: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        n: usize,
-        r0: usize,
-        o: usize,
-        out: OutPtr,
-    ) {
-        let kl = k - k % V::L;
-        let mut acc = [[V::zero(); C]; R];
-        let mut j = 0;
-        while j < kl {
-            let mut wv = [V::zero(); C];
-            for c in 0..C {
-                wv[c] = V::load(w.add(c * k + j));
-            }
-            if r0 == 0 && j % 16 == 0 {
-                // The next tile's rows, one cache line each, while this tile's first row block
-                // runs (later blocks re-read it from L1): the DRAM stream keeps flowing
-                // (measured 1.2–1.4× at 4–16 rows). A hint only: past the end of w it fetches
-                // nothing and cannot fault.
-                for c in 0..C {
-                    _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((C + c) * k + j) as *const i8);
-                }
-            }
-            for r in 0..R {
-                let xv = V::load(x.add(r * k + j));
-                for c in 0..C {
-                    acc[r][c] = xv.fma(wv[c], acc[r][c]);
-                }
-            }
-            j += V::L;
-        }
-        for r in 0..R {
-            for c in 0..C {
-                let mut s = acc[r][c].hsum();
-                for t in kl..k {
-                    s += *x.add(r * k + t) * *w.add(c * k + t);
-                }
-                *out.0.add((r0 + r) * n + o + c) = s;
-            }
-        }
-    }
-
-    /// All m rows against one tile of C weight rows, R rows at a time (R ≤ 8).
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn rows<V: Vector, const R: usize, const C: usize>(
-        x: &[f32],
-        w: *const f32,
-        m: usize,
-        k: usize,
-        n: usize,
-        o: usize,
-        out: OutPtr,
-    ) {
-        let xp = x.as_ptr();
-        let mut r = 0;
-        while r + R <= m {
-            tile::<V, R, C>(xp.add(r * k), w, k, n, r, o, out);
-            r += R;
-        }
-        let xp = xp.add(r * k);
-        match m - r {
-            7 => tile::<V, 7, C>(xp, w, k, n, r, o, out),
-            6 => tile::<V, 6, C>(xp, w, k, n, r, o, out),
-            5 => tile::<V, 5, C>(xp, w, k, n, r, o, out),
-            4 => tile::<V, 4, C>(xp, w, k, n, r, o, out),
-            3 => tile::<V, 3, C>(xp, w, k, n, r, o, out),
-            2 => tile::<V, 2, C>(xp, w, k, n, r, o, out),
-            1 => tile::<V, 1, C>(xp, w, k, n, r, o, out),
-            _ => {}
-        }
-    }
-
-    /// Output columns o0..o1: 8 weight rows at a time for one input row, else tiles of C = 3.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn columns<V: Vector, const R: usize>(
-        x: &[f32],
-        w: &[f32],
-        m: usize,
-        k: usize,
-        n: usize,
-        o0: usize,
-        o1: usize,
-        out: OutPtr,
-    ) {
-        let wp = w.as_ptr();
-        let mut o = o0;
-        if m == 1 {
-            // One row: memory-bound; 8 weight rows in flight keep the loads streaming.
-            while o + 8 <= o1 {
-                tile::<V, 1, 8>(x.as_ptr(), wp.add(o * k), k, n, 0, o, out);
-                o += 8;
-            }
-        }
-        while o + 3 <= o1 {
-            rows::<V, R, 3>(x, wp.add(o * k), m, k, n, o, out);
-            o += 3;
-        }
-        while o < o1 {
-            rows::<V, R, 1>(x, wp.add(o * k), m, k, n, o, out);
-            o += 1;
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn columns_avx2(
-        x: &[f32],
-        w: &[f32],
-        m: usize,
-        k: usize,
-        n: usize,
-        o0: usize,
-        o1: usize,
-        out: OutPtr,
-    ) {
-        columns::<__m256, 4>(x, w, m, k, n, o0, o1, out)
-    }
-
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn columns_avx512(
-        x: &[f32],
-        w: &[f32],
-        m: usize,
-        k: usize,
-        n: usize,
-        o0: usize,
-        o1: usize,
-        out: OutPtr,
-    ) {
-        // 8-lane vectors, but AVX-512's 32 registers hold 8 × 3 tiles: the summation order stays
-        // AVX2's and the portable loop's on every CPU, so seeded runs (the golden RL metrics)
-        // do not depend on the machine. 16-lane vectors (`__m512`) measured faster (module
-        // docs) but changed sampled tokens against goldens made on AVX2.
-        columns::<__m256, 8>(x, w, m, k, n, o0, o1, out)
-    }
-}
+mod x86;
 
 /// x (M, K) · wᵀ for w (N, K), f32 CPU tensors, any M (fast for the M of [`pays_off`]). Returns
 /// (M, N). No autograd.
@@ -538,6 +352,9 @@ mod tests {
             (17, 24, 97),
             (23, 40, 7),
             (33, 40, 7),
+            (64, 576, 50),
+            (65, 1536, 13),
+            (128, 23, 7),
         ] {
             let (x, w) = (data(m * k, 1), data(n * k, 2));
             check(m, k, n, &x, &w);

@@ -208,7 +208,7 @@ fn head_logprob_stats_chunked(
 
 /// x · wᵀ for x (N, in) and a weight w (out, in) in its stored layout: (N, out).
 ///
-/// With few rows ([`decode_matmul::pays_off`]: at most 32, or 96 against a layer-sized weight)
+/// With few rows ([`decode_matmul::pays_off`]: at most 128, or 192 against a layer-sized weight)
 /// and nothing tracking gradients (the decode step of generation, rollouts, evaluation), a
 /// kernel that streams each weight row once for all rows (`decode_matmul.rs`; equal to the
 /// matmul within rounding); otherwise candle's matmul.
