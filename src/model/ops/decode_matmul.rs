@@ -68,7 +68,7 @@ pub(super) fn pays_off(m: usize, n: usize) -> bool {
 const PAIRS_FROM: usize = 12;
 
 /// Output columns per rayon task: 48 weight rows of 576..1536 f32 (110–300 KB, within L2); a
-/// multiple of the tile widths 3 and 8.
+/// multiple of the tile widths 3, 6 and 8.
 const COLS_PER_TASK: usize = 48;
 
 /// The vector instructions a kernel call uses (the best the running CPU has, or one named by a

@@ -372,6 +372,7 @@ pub(super) unsafe fn columns_avx512(
     // 8-lane vectors, but AVX-512's 32 registers hold 8 × 3 tiles: the summation order stays
     // AVX2's and the portable loop's on every CPU, so seeded runs (the golden RL metrics)
     // do not depend on the machine. 16-lane vectors (`__m512`) measured faster (module
-    // docs) but changed sampled tokens against goldens made on AVX2.
+    // docs) but changed sampled tokens against goldens made on AVX2; from `PAIRS_FROM` rows
+    // the paired tile (`columns_avx512_pairs`) gets the 16-lane width in this same order.
     columns::<__m256, 8>(x, w, m, k, n, o0, o1, out)
 }
