@@ -158,35 +158,29 @@ pub(super) fn matmul_xwt_with(
     let x = &xbuf[off..off + m * k];
     let mut y = vec![0f32; m * n];
     let out = OutPtr(y.as_mut_ptr());
-    let chunks = n.div_ceil(COLS_PER_TASK);
+    // From PAIRS_FROM rows AVX-512 reads x packed in row pairs (`x86::pair_tile`).
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && m >= PAIRS_FROM {
-        let (xp, off) = x86::pack_pairs(x, m, k);
-        let xp = &xp[off..];
-        (0..chunks).into_par_iter().for_each(|c| {
-            #[allow(clippy::redundant_locals)]
-            let out = out;
-            let (o0, o1) = (c * COLS_PER_TASK, ((c + 1) * COLS_PER_TASK).min(n));
-            // SAFETY: Avx512 is only chosen on a CPU that has it.
-            unsafe { x86::columns_avx512_pairs(xp, x, w, m, k, n, o0, o1, out) };
-        });
-        return y;
-    }
+    let packed = (isa == Isa::Avx512 && m >= PAIRS_FROM).then(|| x86::pack_pairs(x, m, k));
+    #[cfg(not(target_arch = "x86_64"))]
+    let packed: Option<(Vec<f32>, usize)> = None;
+    let pairs = packed.as_ref().map(|(buf, off)| &buf[*off..]);
+    let chunks = n.div_ceil(COLS_PER_TASK);
     (0..chunks).into_par_iter().for_each(|c| {
         // Rebinding captures the whole Send wrapper, not (edition 2021) its raw pointer field.
         #[allow(clippy::redundant_locals)]
         let out = out;
         let (o0, o1) = (c * COLS_PER_TASK, ((c + 1) * COLS_PER_TASK).min(n));
-        columns(isa, x, w, m, k, n, o0, o1, out);
+        columns(isa, x, pairs, w, m, k, n, o0, o1, out);
     });
     y
 }
 
-/// Output columns o0..o1 of every row.
+/// Output columns o0..o1 of every row; `pairs`: x packed for AVX-512's paired tile.
 #[allow(clippy::too_many_arguments)]
 fn columns(
     isa: Isa,
     x: &[f32],
+    pairs: Option<&[f32]>,
     w: &[f32],
     m: usize,
     k: usize,
@@ -199,7 +193,12 @@ fn columns(
         // SAFETY: `isa` names instructions the running CPU has (`Isa::detect`, or a test's
         // `Isa::available`).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::columns_avx512(x, w, m, k, n, o0, o1, out) },
+        Isa::Avx512 => unsafe {
+            match pairs {
+                Some(xp) => x86::columns_avx512_pairs(xp, x, w, m, k, n, o0, o1, out),
+                None => x86::columns_avx512(x, w, m, k, n, o0, o1, out),
+            }
+        },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::columns_avx2(x, w, m, k, n, o0, o1, out) },
         Isa::Portable => {

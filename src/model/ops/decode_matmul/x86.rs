@@ -48,28 +48,6 @@ impl Vector for __m256 {
     }
 }
 
-impl Vector for __m512 {
-    const L: usize = 16;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        _mm512_setzero_ps()
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        _mm512_loadu_ps(p)
-    }
-    #[inline(always)]
-    unsafe fn fma(self, b: Self, c: Self) -> Self {
-        _mm512_fmadd_ps(self, b, c)
-    }
-    #[inline(always)]
-    unsafe fn hsum(self) -> f32 {
-        // Lanes l + (l + 8), then the 8-lane order.
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self)));
-        hsum8(_mm256_add_ps(_mm512_castps512_ps256(self), hi))
-    }
-}
-
 /// R input rows (at x, stride k) against C weight rows (at w, stride k); writes y[r][c] to
 /// out at (r0 + r, o + c) of the (m, n) output.
 #[inline(always)]
