@@ -6,7 +6,7 @@
 //! tensors, and the kernel's page zeroing of those (a fifth of a training step) is gone.
 
 use super::logprob_op::{check_targets, row_grad, row_stats, scatter_stats};
-use super::simd::{cpu_tensor, rows_per_task, slice_of, with_slice};
+use super::simd::{cpu_tensor, matmul_into, rows_per_task, slice_of, with_slice, Mat};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -22,70 +22,6 @@ pub(super) struct HeadLogProbStatsOp {
 
 pub(super) fn chunk_rows(vocab: usize) -> usize {
     (CHUNK_FLOATS / vocab.max(1)).max(1)
-}
-
-/// Row-major matrices as gemm's (row stride, column stride).
-#[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
-}
-
-impl Mat {
-    /// A row-major (rows, cols) slice.
-    fn rows(s: &[f32], cols: usize) -> Self {
-        Mat {
-            ptr: s.as_ptr(),
-            rs: cols as isize,
-            cs: 1,
-        }
-    }
-    /// The transpose of a row-major (rows, cols) slice, read in place.
-    fn transposed(s: &[f32], cols: usize) -> Self {
-        Mat {
-            ptr: s.as_ptr(),
-            rs: 1,
-            cs: cols as isize,
-        }
-    }
-}
-
-/// dst (m, n, row-major) = a (m, k) · b (k, n), or dst += that when `accumulate`.
-fn matmul_into(dst: &mut [f32], m: usize, n: usize, k: usize, a: Mat, b: Mat, accumulate: bool) {
-    assert_eq!(dst.len(), m * n, "matmul_into: dst holds m × n");
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: every pointer covers its matrix under its strides: dst is checked above, `a` and
-    // `b` are built by the callers from slices of exactly (m, k) and (k, n) elements (or their
-    // transposes); gemm reads dst only when `accumulate` (read_dst).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.ptr,
-            a.cs,
-            a.rs,
-            b.ptr,
-            b.cs,
-            b.rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
 }
 
 impl CustomOp3 for HeadLogProbStatsOp {
@@ -115,7 +51,16 @@ impl CustomOp3 for HeadLogProbStatsOp {
             let nc = rows.min(n - first);
             let hc = &hidden[first * h..(first + nc) * h];
             let lg = &mut logits[..nc * v];
-            matmul_into(lg, nc, v, h, Mat::rows(hc, h), Mat::transposed(w, h), false); // (nc, V)
+            matmul_into(
+                lg,
+                nc,
+                v,
+                h,
+                Mat::rows(hc, h),
+                Mat::transposed(w, h),
+                false,
+                true,
+            ); // (nc, V)
             let stats: Vec<[f32; 4]> = lg
                 .par_chunks(v)
                 .zip(tg[first..first + nc].par_iter())
@@ -155,7 +100,7 @@ impl CustomOp3 for HeadLogProbStatsOp {
                                 let (lg, dl) = (&mut logits[..nc * v], &mut dlogits[..nc * v]);
                                 // The chunk's logits again (nc, V), then their gradient.
                                 let wt = Mat::transposed(ws, h);
-                                matmul_into(lg, nc, v, h, Mat::rows(hc, h), wt, false);
+                                matmul_into(lg, nc, v, h, Mat::rows(hc, h), wt, false, true);
                                 dl.par_chunks_mut(v)
                                     .zip(lg.par_chunks(v))
                                     .enumerate()
@@ -167,12 +112,12 @@ impl CustomOp3 for HeadLogProbStatsOp {
                                 // dhidden (nc, H) = dlogits (nc, V) · W (V, H)
                                 let dhc = &mut dh[first * h..(first + nc) * h];
                                 let (dlm, wm) = (Mat::rows(dl, v), Mat::rows(ws, h));
-                                matmul_into(dhc, nc, h, v, dlm, wm, false);
+                                matmul_into(dhc, nc, h, v, dlm, wm, false, true);
                                 if want_dw {
                                     // dW (V, H) += dlogitsᵀ (V, nc) · hidden (nc, H)
                                     let dlt = Mat::transposed(dl, v);
                                     let hm = Mat::rows(hc, h);
-                                    matmul_into(&mut dw, v, h, nc, dlt, hm, first > 0);
+                                    matmul_into(&mut dw, v, h, nc, dlt, hm, first > 0, true);
                                 }
                             }
                             Ok((dh, dw))

@@ -15,10 +15,12 @@
 //! attention; each backward derives its formula in a comment and is checked in the tests against
 //! the composite version's autograd and against f64 central finite differences.
 
+mod attention_op;
 mod decode_attention_op;
 mod decode_matmul;
 pub mod grad_hook;
 mod head_logprob_op;
+mod linear_op;
 mod logprob_op;
 pub mod reference;
 mod rms_norm_op;
@@ -223,6 +225,17 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     {
         return decode_matmul::decode_matmul(x, w);
     }
+    matmul_t(x, w)
+}
+
+/// `x · wᵀ` (x: (N, in), w: (out, in) → (N, out)) by gemm, on CPU f32 as [`linear_op`] (the
+/// weight's gradient computed in its own layout), elsewhere as candle's matmul.
+fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.rank() == 2 && w.rank() == 2 && fused_ok(&[x, w]) {
+        return x
+            .contiguous()?
+            .apply_op2(&w.contiguous()?, linear_op::LinearOp);
+    }
     x.matmul(&w.t()?)
 }
 
@@ -233,7 +246,7 @@ pub fn linear_or_matmul(x: &Tensor, w: &Tensor, stream: bool) -> Result<Tensor> 
     if stream {
         linear(x, w)
     } else {
-        x.matmul(&w.t()?)
+        matmul_t(x, w)
     }
 }
 
@@ -250,13 +263,39 @@ pub fn streamed_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// with H a multiple of Hkv; mask: additive (B, 1, T, S), 0 where allowed and −inf (or a large
 /// negative) where not. Returns (B, H, T, D).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
-    let (b, h, t, d) = q.dims4()?;
+    let (b, h, t, _) = q.dims4()?;
     let (_, hkv, s, _) = k.dims4()?;
     // Decode (one query per row, nothing to differentiate): one fused pass over the cache.
     let tracked = q.track_op() || k.track_op() || v.track_op();
     if t == 1 && !tracked && fused_ok(&[q, k, v, mask]) && mask.dims() == [b, 1, 1, s] {
         return decode_attention_op::decode_attention(q, k, v, mask, scale);
     }
+    let (bm, hm, tm, sm) = mask.dims4()?;
+    let mask_ok = (bm == b || bm == 1) && hm == 1 && tm == t && sm == s;
+    if fused_ok(&[q, k, v]) && mask.device().is_cpu() && mask_ok && h % hkv == 0 {
+        let op = attention_op::AttentionOp {
+            mask: mask.to_dtype(DType::F32)?.contiguous()?,
+            scale: scale as f32,
+            keep: tracked,
+            probs: std::sync::Mutex::new(None),
+        };
+        return q
+            .contiguous()?
+            .apply_op3(&k.contiguous()?, &v.contiguous()?, op); // (B, H, T, D)
+    }
+    attention_by_matmul(q, k, v, mask, scale)
+}
+
+/// [`attention`] as candle matmuls around the fused masked softmax: other devices and dtypes.
+fn attention_by_matmul(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
+    let (_, hkv, s, _) = k.dims4()?;
     let group = h / hkv;
     // Fold the query-head group into the time axis so each kv head is used once, without copies of k/v.
     let q = q.reshape((b, hkv, group * t, d))?; // (B, Hkv, G*T, D)

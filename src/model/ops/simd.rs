@@ -46,9 +46,9 @@ pub(super) fn rows_per_task(row_len: usize) -> usize {
 /// Compiles `$body` twice, generic and with AVX2+FMA enabled, and picks at run time, so the exp
 /// and reduction loops vectorize 8-wide without a target-cpu flag.
 macro_rules! simd_fn {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             fn generic($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
@@ -65,6 +65,81 @@ macro_rules! simd_fn {
     };
 }
 pub(super) use simd_fn;
+
+/// Row-major matrices as gemm's (row stride, column stride).
+#[derive(Clone, Copy)]
+pub(super) struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+impl Mat {
+    /// A row-major (rows, cols) slice.
+    pub(super) fn rows(s: &[f32], cols: usize) -> Self {
+        Mat {
+            ptr: s.as_ptr(),
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major (rows, cols) slice, read in place.
+    pub(super) fn transposed(s: &[f32], cols: usize) -> Self {
+        Mat {
+            ptr: s.as_ptr(),
+            rs: 1,
+            cs: cols as isize,
+        }
+    }
+}
+
+/// dst (m, n, row-major) = a (m, k) · b (k, n), or dst += that when `accumulate`; on rayon's
+/// threads when `par`, else on the calling thread (kernels that run one product per rayon task).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_into(
+    dst: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    accumulate: bool,
+    par: bool,
+) {
+    assert_eq!(dst.len(), m * n, "matmul_into: dst holds m × n");
+    let threads = rayon::current_num_threads();
+    let par = if par && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every pointer covers its matrix under its strides: dst is checked above, `a` and
+    // `b` are built by the callers from slices of exactly (m, k) and (k, n) elements (or their
+    // transposes); gemm reads dst only when `accumulate` (read_dst).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
 
 /// exp(x) in f32, branch-free so loops over it vectorize: 2^n · p(r) with n = round(x / ln 2),
 /// |r| ≤ ln 2 / 2 and p the degree-7 Taylor polynomial (relative error < 2e-7 over the range).

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 simd_fn! {
     /// p = softmax(x · scale + mask) for one row; mask may be empty (no mask).
-    fn softmax_row(x: &[f32], mask: &[f32], out: &mut [f32], scale: f32) {
+    pub(super) fn softmax_row(x: &[f32], mask: &[f32], out: &mut [f32], scale: f32) {
         if mask.is_empty() {
             for (o, &xv) in out.iter_mut().zip(x) {
                 *o = xv * scale;
@@ -44,7 +44,7 @@ simd_fn! {
 
 simd_fn! {
     /// Softmax backward from its output: dx_j = scale · p_j (g_j − Σ_i g_i p_i).
-    fn softmax_grad_row(p: &[f32], g: &[f32], out: &mut [f32], scale: f32) {
+    pub(super) fn softmax_grad_row(p: &[f32], g: &[f32], out: &mut [f32], scale: f32) {
         let gp = dot(g, p);
         for ((o, &pv), &gv) in out.iter_mut().zip(p).zip(g) {
             *o = scale * pv * (gv - gp);

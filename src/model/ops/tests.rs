@@ -389,6 +389,76 @@ fn attention_matches_composite() {
 }
 
 #[test]
+fn linear_op_matches_the_matmul() {
+    // Past one gemm block in every dimension; a frozen weight gets no gradient computed.
+    let (n, inp, out) = (130, 70, 90);
+    let x = Var::from_tensor(&randn(&[n, inp])).unwrap();
+    let w = Var::from_tensor(&randn(&[out, inp])).unwrap();
+    let g = randn(&[n, out]);
+    let (xt, wt) = (x.as_tensor(), w.as_tensor());
+    let run = |y: Tensor| {
+        let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let get = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
+        (y, get(&x), get(&w))
+    };
+    let (y_op, dx_op, dw_op) = run(linear_or_matmul(xt, wt, false).unwrap());
+    let (y_mm, dx_mm, dw_mm) = run(xt.matmul(&wt.t().unwrap()).unwrap());
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(flat(&y_op), flat(&y_mm), "forward not bitwise equal");
+    assert_eq!(flat(&dx_op), flat(&dx_mm), "dx not bitwise equal");
+    let d = max_diff(&dw_op, &dw_mm);
+    assert!(d <= 1e-5 * n as f32, "dW differs by {d}");
+    assert_eq!(dw_op.dims(), [out, inp]);
+
+    let frozen = w.as_tensor().detach();
+    let y = linear_or_matmul(xt, &frozen, false).unwrap();
+    let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(flat(grads.get(xt).unwrap()), flat(&dx_mm));
+}
+
+#[test]
+fn attention_op_matches_the_matmul_path() {
+    // SmolLM2's grouping (3 query heads per kv head) at sizes past one gemm block, one mask
+    // shared by the batch and one per row (a left-padded row whose pad queries see nothing, as
+    // the decoder's MASKED gives them). The forward runs the matmul path's products with the
+    // same shapes, so it agrees bitwise; gradients within rounding.
+    let (b, h, hkv, t, d) = (2, 6, 2, 70, 16);
+    let mut m = vec![0f32; b * t * t];
+    for (row, x) in m.iter_mut().enumerate() {
+        let (bi, q, k) = (row / (t * t), row / t % t, row % t);
+        if k > q || (bi == 1 && (k < 5 || q < 5)) {
+            *x = crate::model::decoder::MASKED;
+        }
+    }
+    let per_row = Tensor::from_vec(m.clone(), (b, 1, t, t), &Device::Cpu).unwrap();
+    let shared = Tensor::from_vec(m[..t * t].to_vec(), (1, 1, t, t), &Device::Cpu).unwrap();
+    for mask in [per_row, shared] {
+        let q = Var::from_tensor(&randn(&[b, h, t, d])).unwrap();
+        let k = Var::from_tensor(&randn(&[b, hkv, t, d])).unwrap();
+        let v = Var::from_tensor(&randn(&[b, hkv, t, d])).unwrap();
+        let w = randn(&[b, h, t, d]);
+        let run = |f: &dyn Fn() -> Result<Tensor>| {
+            let out = f().unwrap();
+            let g = (&out * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let grad = |x: &Var| g.get(x.as_tensor()).unwrap().clone();
+            (out, [grad(&q), grad(&k), grad(&v)])
+        };
+        let (qt, kt, vt) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
+        let (out_op, g_op) = run(&|| attention(qt, kt, vt, &mask, 0.25));
+        let (out_mm, g_mm) = run(&|| attention_by_matmul(qt, kt, vt, &mask, 0.25));
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&out_op), flat(&out_mm), "forward not bitwise equal");
+        for (i, (a, b)) in g_op.iter().zip(&g_mm).enumerate() {
+            let diff = max_diff(a, b);
+            assert!(diff <= 1e-5, "input {i}: gradient differs by {diff}");
+        }
+        // Untracked inputs (prefill, reference log-probs): the same values, nothing kept.
+        let plain = attention(&qt.detach(), &kt.detach(), &vt.detach(), &mask, 0.25).unwrap();
+        assert_eq!(flat(&plain), flat(&out_op));
+    }
+}
+
+#[test]
 fn decode_attention_reads_the_cache_in_place_and_matches_composite() {
     // One query per row against a narrow window of a larger cache buffer, as in generation:
     // (B, Hkv, cap, D) buffers viewed as (B, Hkv, S, D); groups of 3 and 1 query heads.
