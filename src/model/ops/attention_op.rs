@@ -102,8 +102,7 @@ impl CustomOp3 for AttentionOp {
                     let qg = &q[task * gt * d..(task + 1) * gt * d]; // (GT, D)
                     let kh = &k[task * s * d..(task + 1) * s * d]; // (S, D)
                     let vh = &v[task * s * d..(task + 1) * s * d]; // (S, D)
-                                                                   // A (GT, S) = Q (GT, D) · Kᵀ (D, S), unscaled
-                    let mut a = vec![0f32; gt * s];
+                    let mut a = vec![0f32; gt * s]; // A (GT, S) = Q · Kᵀ, unscaled
                     let kt = Mat::transposed(kh, d);
                     matmul_into(&mut a, gt, s, d, Mat::rows(qg, d), kt, false, false);
                     for (r, (pr, ar)) in p.chunks_mut(s).zip(a.chunks(s)).enumerate() {
