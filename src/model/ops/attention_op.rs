@@ -156,8 +156,7 @@ impl CustomOp3 for AttentionOp {
                                 let vh = &v[task * s * d..(task + 1) * s * d]; // (S, D)
                                 let go = &g[task * gt * d..(task + 1) * gt * d]; // (GT, D)
                                 let p = &probs[task * gt * s..(task + 1) * gt * s]; // (GT, S)
-                                                                                    // dV (S, D) = Pᵀ (S, GT) · dO (GT, D)
-                                let pt = Mat::transposed(p, s);
+                                let pt = Mat::transposed(p, s); // dV (S, D) = Pᵀ · dO
                                 matmul_into(dvh, s, d, gt, pt, Mat::rows(go, d), false, false);
                                 // dP (GT, S) = dO (GT, D) · Vᵀ (D, S)
                                 let mut dp = vec![0f32; gt * s];
