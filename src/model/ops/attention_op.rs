@@ -41,7 +41,6 @@ pub(super) struct AttentionOp {
 /// Shapes of one call: q (B, H, T, D), k and v (B, Hkv, S, D).
 #[derive(Clone, Copy)]
 struct Dims {
-    b: usize,
     h: usize,
     hkv: usize,
     t: usize,
@@ -51,9 +50,9 @@ struct Dims {
 
 impl Dims {
     fn of(q: &Shape, k: &Shape) -> Result<Self> {
-        let (b, h, t, d) = q.dims4()?;
+        let (_, h, t, d) = q.dims4()?;
         let (_, hkv, s, _) = k.dims4()?;
-        Ok(Dims { b, h, hkv, t, s, d })
+        Ok(Dims { h, hkv, t, s, d })
     }
     /// Query rows of one kv head's group: G·T.
     fn group_rows(&self) -> usize {
@@ -92,25 +91,34 @@ impl CustomOp3 for AttentionOp {
         let dims = Dims::of(l1.shape(), l2.shape())?;
         let (s, d, gt) = (dims.s, dims.d, dims.group_rows());
         let mut out = vec![0f32; q.len()]; // (B, H, T, D)
-        let mut probs = vec![0f32; dims.b * dims.h * dims.t * s]; // (B, H, T, S)
+                                           // A tracked forward keeps every task's probabilities (B, H, T, S) for the backward; an
+                                           // untracked one (prefill, reference log-probs) needs each only inside its task.
+        let mut probs = vec![0f32; if self.keep { out.len() / d * s } else { 0 }];
         with_slice::<f32, _>(&self.mask, |mask| {
-            out.par_chunks_mut(gt * d)
-                .zip(probs.par_chunks_mut(gt * s))
-                .enumerate()
-                .for_each(|(task, (o, p))| {
-                    let bi = task / dims.hkv;
-                    let qg = &q[task * gt * d..(task + 1) * gt * d]; // (GT, D)
-                    let kh = &k[task * s * d..(task + 1) * s * d]; // (S, D)
-                    let vh = &v[task * s * d..(task + 1) * s * d]; // (S, D)
-                    let mut a = vec![0f32; gt * s]; // A (GT, S) = Q · Kᵀ, unscaled
-                    let kt = Mat::transposed(kh, d);
-                    matmul_into(&mut a, gt, s, d, Mat::rows(qg, d), kt, false, false);
-                    for (r, (pr, ar)) in p.chunks_mut(s).zip(a.chunks(s)).enumerate() {
-                        softmax_row(ar, self.mask_row(mask, dims, bi, r), pr, self.scale);
-                    }
-                    // O (GT, D) = P (GT, S) · V (S, D)
-                    matmul_into(o, gt, d, s, Mat::rows(p, s), Mat::rows(vh, d), false, false);
-                });
+            let task = |task: usize, o: &mut [f32], p: &mut [f32]| {
+                let bi = task / dims.hkv;
+                let qg = &q[task * gt * d..(task + 1) * gt * d]; // (GT, D)
+                let kh = &k[task * s * d..(task + 1) * s * d]; // (S, D)
+                let vh = &v[task * s * d..(task + 1) * s * d]; // (S, D)
+                let mut a = vec![0f32; gt * s]; // A (GT, S) = Q · Kᵀ, unscaled
+                let kt = Mat::transposed(kh, d);
+                matmul_into(&mut a, gt, s, d, Mat::rows(qg, d), kt, false, false);
+                for (r, (pr, ar)) in p.chunks_mut(s).zip(a.chunks(s)).enumerate() {
+                    softmax_row(ar, self.mask_row(mask, dims, bi, r), pr, self.scale);
+                }
+                // O (GT, D) = P (GT, S) · V (S, D)
+                matmul_into(o, gt, d, s, Mat::rows(p, s), Mat::rows(vh, d), false, false);
+            };
+            if self.keep {
+                out.par_chunks_mut(gt * d)
+                    .zip(probs.par_chunks_mut(gt * s))
+                    .enumerate()
+                    .for_each(|(i, (o, p))| task(i, o, p));
+            } else {
+                out.par_chunks_mut(gt * d)
+                    .enumerate()
+                    .for_each(|(i, o)| task(i, o, &mut vec![0f32; gt * s]));
+            }
             Ok(())
         })?;
         if self.keep {
