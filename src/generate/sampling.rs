@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::constraint::Allowed;
+use crate::model::ops::simd::{exp_f64, max_of, simd_fn};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -102,7 +103,7 @@ pub fn sample_with_stats(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8
     let mean_z = sum_z / logits.len() as f64;
     // H = lse − E_p[z]; masked (−inf) logits have zero weight and are left out.
     let expected_z = sum_wz / total;
-    let id = pick(logits, &weights, total, cfg, u);
+    let id = pick(logits, max as f32, &weights, total, cfg, u);
     Draw {
         id: id as u32,
         logp: (logits[id] as f64 / t - lse) as f32,
@@ -111,51 +112,11 @@ pub fn sample_with_stats(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8
     }
 }
 
-/// The first index of the largest logit; NaNs never win, and a row without a number gives 0.
-/// [`LANES`] running maxima (each keeping its first index) merged at the end, smallest index
-/// among equal maxima, so the loop vectorizes and the answer is the serial scan's.
-fn argmax(logits: &[f32]) -> usize {
-    #[inline(always)]
-    fn scan(logits: &[f32]) -> usize {
-        let mut best = [f32::NEG_INFINITY; LANES];
-        let mut at = [usize::MAX; LANES];
-        let chunks = logits.chunks_exact(LANES);
-        let tail_start = logits.len() - chunks.remainder().len();
-        for (c, ch) in chunks.enumerate() {
-            for i in 0..LANES {
-                let take = ch[i] > best[i] || (at[i] == usize::MAX && ch[i] == f32::NEG_INFINITY);
-                best[i] = if take { ch[i] } else { best[i] };
-                at[i] = if take { c * LANES + i } else { at[i] };
-            }
-        }
-        let (mut v, mut a) = (f32::NEG_INFINITY, usize::MAX);
-        let tail = logits[tail_start..]
-            .iter()
-            .enumerate()
-            .map(|(j, &x)| (x, tail_start + j));
-        for (x, i) in best.into_iter().zip(at).chain(tail) {
-            if i != usize::MAX && !x.is_nan() && (a == usize::MAX || x > v || (x == v && i < a)) {
-                (v, a) = (x, i);
-            }
-        }
-        if a == usize::MAX {
-            0
-        } else {
-            a
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(logits: &[f32]) -> usize {
-            scan(logits)
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the running CPU has the features `avx2` was compiled for.
-            return unsafe { avx2(logits) };
-        }
-    }
-    scan(logits)
+/// The first index of the row's largest logit `max` (its NaN-ignoring max, [`max_of`]): the
+/// serial scan's answer (NaNs never win; a row without a number gives 0), found by comparing
+/// with the max instead of carrying the best so far.
+fn argmax(logits: &[f32], max: f32) -> usize {
+    logits.iter().position(|&x| x == max).unwrap_or(0)
 }
 
 /// The tempered distribution of one row, unnormalized: what sampling and its statistics need.
@@ -175,26 +136,13 @@ struct Tempered {
 /// Lanes of the f64 accumulators: independent partial sums so the passes vectorize.
 const LANES: usize = 8;
 
-/// [`Tempered`] in two passes over the row (max, then weights and sums). This was the sampling
-/// cost (49,152 scalar libm `exp` calls and three serial f64 sums per row: 21 ms per decode step
-/// at batch 64); here the exp is [`exp_f64`] and the sums run in [`LANES`] partial sums, so both
-/// vectorize.
-fn tempered(logits: &[f32], t: f64) -> Tempered {
-    #[inline(always)]
-    fn passes(logits: &[f32], t: f64) -> Tempered {
-        let mut mx = [f32::NEG_INFINITY; LANES];
-        let chunks = logits.chunks_exact(LANES);
-        let tail = chunks.remainder();
-        for c in chunks {
-            for i in 0..LANES {
-                mx[i] = if c[i] > mx[i] { c[i] } else { mx[i] };
-            }
-        }
-        let max = mx
-            .iter()
-            .chain(tail)
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max) as f64;
+simd_fn! {
+    /// [`Tempered`] in two passes over the row (max, then weights and sums). This was the
+    /// sampling cost (49,152 scalar libm `exp` calls and three serial f64 sums per row: 21 ms
+    /// per decode step at batch 64); here the exp is [`exp_f64`] and the sums run in [`LANES`]
+    /// partial sums, so both vectorize.
+    fn tempered(logits: &[f32], t: f64) -> Tempered {
+        let max = max_of(logits) as f64;
         let mut weights = vec![0f64; logits.len()];
         for (w, &x) in weights.iter_mut().zip(logits) {
             *w = exp_f64((x as f64 - max) / t);
@@ -224,57 +172,6 @@ fn tempered(logits: &[f32], t: f64) -> Tempered {
             sum_wz: swz.iter().sum(),
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(logits: &[f32], t: f64) -> Tempered {
-            passes(logits, t)
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the running CPU has the features `avx2` was compiled for.
-            return unsafe { avx2(logits, t) };
-        }
-    }
-    passes(logits, t)
-}
-
-/// e^x in f64 without branches in the common path, so a loop over it vectorizes: 2^n · p(r) with
-/// n = round(x / ln 2), r = x − n ln 2 (Cody–Waite split of ln 2, exact for |n| < 2^20) and p the
-/// degree-13 Taylor polynomial (truncation < 5e-18 for |r| ≤ ln 2 / 2). Within 2 ulp of libm's
-/// `exp` (tested); below −708 (a weight under 1e-307 next to the row's maximum of 1) it gives 0.
-/// No multiply-add is fused (Rust does not contract), so every CPU computes the same value.
-#[inline(always)]
-fn exp_f64(x: f64) -> f64 {
-    // Adding 1.5 · 2^52 rounds to an integer and leaves it in the low mantissa bits.
-    const SHIFT: f64 = 6_755_399_441_055_744.0;
-    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
-    let xc = x.clamp(-708.0, 709.0);
-    let k = xc * std::f64::consts::LOG2_E + SHIFT;
-    let n = k - SHIFT;
-    let r = (xc - n * LN2_HI) - n * LN2_LO;
-    // Horner from 1/13! down to 1/0!, one statement per step (a single nested expression
-    // defeats rustfmt).
-    let mut p = 1.0 / 6_227_020_800.0;
-    p = p * r + 1.0 / 479_001_600.0;
-    p = p * r + 1.0 / 39_916_800.0;
-    p = p * r + 1.0 / 3_628_800.0;
-    p = p * r + 1.0 / 362_880.0;
-    p = p * r + 1.0 / 40_320.0;
-    p = p * r + 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 1.0 / 2.0;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    let two_n = f64::from_bits(((k.to_bits() as i64 - SHIFT.to_bits() as i64 + 1023) << 52) as u64);
-    if x < -708.0 {
-        0.0
-    } else {
-        p * two_n
-    }
 }
 
 /// `sample_with_stats` under a constraint: drawn from, and reporting the statistics of, the
@@ -303,9 +200,16 @@ pub fn sample_allowed(
 
 /// The token drawn with uniform `u` from `weights` (unnormalized, summing to `total`), after
 /// greedy / top-k / top-p selection.
-fn pick(logits: &[f32], weights: &[f64], total: f64, cfg: &SamplingConfig, u: f64) -> usize {
+fn pick(
+    logits: &[f32],
+    max: f32,
+    weights: &[f64],
+    total: f64,
+    cfg: &SamplingConfig,
+    u: f64,
+) -> usize {
     if cfg.temperature <= 0.0 {
-        return argmax(logits);
+        return argmax(logits, max);
     }
     let draw = |idx: &mut dyn Iterator<Item = usize>, mass: f64| -> Option<usize> {
         let mut target = u * mass;
@@ -429,10 +333,10 @@ mod tests {
         }
         for c in &cases {
             if c.is_empty() {
-                assert_eq!(argmax(c), 0);
+                assert_eq!(argmax(c, max_of(c)), 0);
                 continue;
             }
-            assert_eq!(argmax(c), serial(c), "{c:?}");
+            assert_eq!(argmax(c, max_of(c)), serial(c), "{c:?}");
         }
     }
 

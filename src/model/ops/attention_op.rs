@@ -21,7 +21,7 @@
 //!   dQ = dA · K                       (GT, D)
 //!   dK = dAᵀ · Q                      (S, D)
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use super::simd::{cpu_tensor, matmul_into, slice_of, with_slice, Mat};
 use super::softmax_op::{softmax_grad_row, softmax_row};
@@ -61,6 +61,12 @@ impl Dims {
 }
 
 impl AttentionOp {
+    fn kept(&self) -> Result<MutexGuard<'_, Option<Vec<f32>>>> {
+        self.probs
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))
+    }
+
     /// The mask row of group row `r` of batch row `bi`.
     fn mask_row<'a>(&self, mask: &'a [f32], dims: Dims, bi: usize, r: usize) -> &'a [f32] {
         let mb = if mask.len() == dims.t * dims.s { 0 } else { bi };
@@ -90,9 +96,9 @@ impl CustomOp3 for AttentionOp {
         );
         let dims = Dims::of(l1.shape(), l2.shape())?;
         let (s, d, gt) = (dims.s, dims.d, dims.group_rows());
+        // A tracked forward keeps every task's probabilities (B, H, T, S) for the backward; an
+        // untracked one (prefill, reference log-probs) needs each only inside its task.
         let mut out = vec![0f32; q.len()]; // (B, H, T, D)
-                                           // A tracked forward keeps every task's probabilities (B, H, T, S) for the backward; an
-                                           // untracked one (prefill, reference log-probs) needs each only inside its task.
         let mut probs = vec![0f32; if self.keep { out.len() / d * s } else { 0 }];
         with_slice::<f32, _>(&self.mask, |mask| {
             let task = |task: usize, o: &mut [f32], p: &mut [f32]| {
@@ -122,10 +128,7 @@ impl CustomOp3 for AttentionOp {
             Ok(())
         })?;
         if self.keep {
-            *self
-                .probs
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))? = Some(probs);
+            *self.kept()? = Some(probs);
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -140,10 +143,7 @@ impl CustomOp3 for AttentionOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dims = Dims::of(q.shape(), k.shape())?;
         let (s, d, gt) = (dims.s, dims.d, dims.group_rows());
-        let guard = self
-            .probs
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))?;
+        let guard = self.kept()?;
         let probs = guard.as_ref().ok_or_else(|| {
             candle_core::Error::Msg("attention: backward without a tracked forward".into())
         })?;

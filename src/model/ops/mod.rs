@@ -25,7 +25,7 @@ mod logprob_op;
 pub mod reference;
 mod rms_norm_op;
 mod rope_op;
-mod simd;
+pub(crate) mod simd;
 mod softmax_op;
 mod swiglu_op;
 
