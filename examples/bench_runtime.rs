@@ -91,6 +91,9 @@ struct Args {
     /// `generate` with `--lora-r`: run the adapter unmerged (default: merged, as rollouts do).
     #[arg(long)]
     unmerged: bool,
+    /// `generate`: weight-only int8 projections and head (`rollout_precision = "int8"`).
+    #[arg(long)]
+    int8: bool,
 }
 
 /// A `VmXxx:  N kB` field of /proc/self/status in MiB (0 where unavailable, e.g. not Linux).
@@ -167,6 +170,7 @@ fn bench_generate(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<s
         } else {
             llmrl::model::decoder::AdapterUse::Auto
         },
+        int8_weights: a.int8,
         ..Default::default()
     };
     let mut dec = Decoder::build(&m.config, &m.params, Mode::Infer, &opts)?;
@@ -224,6 +228,7 @@ fn bench_generate(a: &Args, m: &model::LoadedModel, device: &Device) -> Result<s
     };
     Ok(serde_json::json!({
         "mode": "generate",
+        "int8": a.int8,
         "batch": a.batch,
         "prompt_tokens": ids.len(),
         "new_tokens": a.new_tokens,

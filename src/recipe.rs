@@ -18,6 +18,7 @@ use crate::generate::{GroupMode, SamplingConfig};
 use crate::model::ModelSource;
 use crate::optim::{AdamWConfig, LrSchedule};
 use crate::reward::VerifierConfig;
+use crate::train::correction::{Correction, RolloutPrecision};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +115,11 @@ pub struct GenerationSection {
     /// How a group is formed: `"sample"` (num_generations samples) or `"beam"` (the
     /// num_generations best beams of one beam search, MiniOneRec's rollout).
     pub group: GroupMode,
+    /// The weights rollouts sample from: `"exact"` (the trained weights) or `"int8"`
+    /// (weight-only int8 projections and head, CPU only: faster decoding, approximate; π_old is
+    /// recomputed exactly on what was sampled and `[train] rollout_correction` weights the
+    /// mismatch). Evaluation always uses the exact weights.
+    pub rollout_precision: crate::train::correction::RolloutPrecision,
 }
 
 impl Default for GenerationSection {
@@ -127,6 +133,7 @@ impl Default for GenerationSection {
             stop: vec![],
             constraint: None,
             group: GroupMode::Sample,
+            rollout_precision: Default::default(),
         }
     }
 }
@@ -174,6 +181,13 @@ pub struct TrainSection {
     /// Recompute each layer's activations in the backward instead of keeping them (TRL's
     /// name): less memory, one more forward per layer.
     pub gradient_checkpointing: bool,
+    /// With `[generation] rollout_precision = "int8"`: how the ratio π_old / π_rollout of each
+    /// sampled token weights its loss term: `"token_truncate"` (min(ρ, cap), TIS; default),
+    /// `"token_mask"`, `"sequence_truncate"`, `"sequence_mask"` or `"none"`
+    /// (`train::correction`). Ignored when rollouts are exact.
+    pub rollout_correction: crate::train::correction::CorrectionMode,
+    /// The cap on that ratio (TRL's `vllm_importance_sampling_cap`; verl's TIS threshold 2).
+    pub rollout_correction_cap: f64,
     /// Data-parallel workers in this process (threads, each with a replica of the model), each
     /// rolling out prompts_per_step / world_size prompts; the update is one worker's on the
     /// whole batch (`crate::parallel`). GPUs: one process each, the `nccl` feature.
@@ -194,6 +208,8 @@ impl Default for TrainSection {
             max_grad_norm: 1.0,
             skip_zero_advantage: true,
             gradient_checkpointing: false,
+            rollout_correction: Default::default(),
+            rollout_correction_cap: 2.0,
             world_size: 1,
         }
     }
@@ -346,6 +362,9 @@ pub struct UpdatePlan {
     pub keep_groups_whole: bool,
     /// `[train] gradient_checkpointing`.
     pub gradient_checkpointing: bool,
+    /// The rollout correction, when rollouts sample from approximate weights
+    /// (`[generation] rollout_precision`); None when they are exact.
+    pub correction: Option<crate::train::correction::Correction>,
 }
 
 impl Plan {
@@ -481,6 +500,24 @@ impl Recipe {
         g.group
             .check(&sampling, sampled, algo.name())
             .context("[generation] group")?;
+        if g.rollout_precision == RolloutPrecision::Int8 {
+            ensure!(
+                sampled && g.group == GroupMode::Sample,
+                "[generation] rollout_precision = \"int8\" applies to sampled rollouts of an RL \
+                 algorithm (beam groups recompute their log-probs exactly anyway); hint: remove it"
+            );
+            ensure!(
+                self.model.device == "cpu",
+                "[generation] rollout_precision = \"int8\" runs on CPU only (the int8 kernel is a \
+                 CPU kernel); hint: use \"exact\" with device = \"{}\"",
+                self.model.device
+            );
+        }
+        ensure!(
+            t.rollout_correction_cap > 0.0 && t.rollout_correction_cap.is_finite(),
+            "[train] rollout_correction_cap must be a positive number, got {}",
+            t.rollout_correction_cap
+        );
         let num_minibatches = t
             .num_minibatches
             .or(self.algorithm.num_minibatches())
@@ -552,6 +589,10 @@ impl Recipe {
             },
             keep_groups_whole: algo.keeps_groups_whole(),
             gradient_checkpointing: t.gradient_checkpointing,
+            correction: (g.rollout_precision != RolloutPrecision::Exact).then_some(Correction {
+                mode: t.rollout_correction,
+                cap: t.rollout_correction_cap,
+            }),
         };
         if let Some(e) = self.train.epochs {
             ensure!(
@@ -734,5 +775,47 @@ name = "grpo"
             Err(e) => format!("{e:#}"),
         };
         assert!(e.contains("nope.json"), "{e}");
+    }
+
+    /// `rollout_precision = "int8"` resolves to a correction; where it cannot apply (SFT, beam
+    /// groups, a GPU) or the cap is not positive, one clear error before any weights load.
+    #[test]
+    fn int8_rollouts_resolve_or_explain() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_llama");
+        let text = BASE.replace("tests/fixtures/tiny_llama", &model.display().to_string());
+        let resolve = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            parse_recipe(&text, &sets)
+                .and_then(|r| r.resolve(&dir.path().join("r.toml")))
+                .map(|p| p.update.correction)
+                .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(resolve(&[]).unwrap(), None);
+        let int8 = "generation.rollout_precision=\"int8\"";
+        assert_eq!(
+            resolve(&[int8]).unwrap(),
+            Some(Correction {
+                mode: crate::train::correction::CorrectionMode::TokenTruncate,
+                cap: 2.0
+            })
+        );
+        let c = resolve(&[
+            int8,
+            "train.rollout_correction=\"sequence_mask\"",
+            "train.rollout_correction_cap=3.0",
+        ]);
+        assert_eq!(c.unwrap().unwrap().cap, 3.0);
+        let e = resolve(&[int8, "algorithm={ name = \"sft\" }"]).unwrap_err();
+        assert!(
+            e.contains("rollout_precision") && e.contains("sampled"),
+            "{e}"
+        );
+        let e = resolve(&[int8, "model.device=\"cuda:0\""]).unwrap_err();
+        assert!(e.contains("CPU only"), "{e}");
+        let e = resolve(&[int8, "train.rollout_correction_cap=0.0"]).unwrap_err();
+        assert!(e.contains("rollout_correction_cap"), "{e}");
+        let e = resolve(&["train.rollout_correction=\"clip\""]).unwrap_err();
+        assert!(e.contains("token_truncate"), "{e}");
     }
 }

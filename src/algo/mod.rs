@@ -40,7 +40,8 @@ pub struct TokenBatch {
     /// 1 where a next token exists in the sequence, 0 at the last token: (N,)
     pub has_next: Tensor,
     /// Aggregation weight of each token in the mini-batch loss (depends on `loss_type`; the sum
-    /// over all micro-batches of one mini-batch is the normalizer the algorithm chose): (N,)
+    /// over all micro-batches of one mini-batch is the normalizer the algorithm chose), times
+    /// the token's rollout-correction weight where the rollout was approximate: (N,)
     pub weight: Tensor,
     /// Index of the sequence (within the micro-batch) each token belongs to: (N,) u32
     pub sequence: Tensor,
@@ -59,6 +60,9 @@ pub struct SequenceTargets<'a> {
     pub advantage: f32,
     /// Aggregation weight of each of its tokens ([`Algorithm::token_weight`]).
     pub weight: f32,
+    /// Per token: the rollout correction's importance weight (`train::correction`), which
+    /// multiplies `weight`; empty when the rollout sampled from π_old itself.
+    pub is_weight: &'a [f32],
     /// The group it belongs to (its prompt's index in the step).
     pub group: usize,
 }
@@ -82,7 +86,11 @@ impl TokenBatch {
             adv.extend(std::iter::repeat_n(s.advantage, n));
             next.extend((0..n as u32).map(|j| base + (j + 1).min(n as u32 - 1)));
             has_next.extend((0..n).map(|j| if j + 1 < n { 1f32 } else { 0.0 }));
-            weight.extend(std::iter::repeat_n(s.weight, n));
+            if s.is_weight.is_empty() {
+                weight.extend(std::iter::repeat_n(s.weight, n));
+            } else {
+                weight.extend(s.is_weight.iter().map(|&w| s.weight * w));
+            }
             sequence.extend(std::iter::repeat_n(k as u32, n));
         }
         let n = old.len();

@@ -72,6 +72,7 @@ mod tests {
                 old_mean_logp: &zeros,
                 advantage: 1.0,
                 weight: w,
+                is_weight: &[],
                 group: 0,
             },
             SequenceTargets {
@@ -79,6 +80,7 @@ mod tests {
                 old_mean_logp: &zeros[..1],
                 advantage: 1.0,
                 weight: w,
+                is_weight: &[],
                 group: 1,
             },
         ];

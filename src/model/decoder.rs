@@ -43,6 +43,9 @@ struct Linear {
     /// Whether a few untracked rows may take the streaming kernel (`ops::linear`); false in a
     /// training decoder.
     stream: bool,
+    /// The weight as int8 rows (`BuildOptions::int8_weights`, inference only): used instead of
+    /// `w`.
+    int8: Option<ops::Int8Weight>,
 }
 
 impl Linear {
@@ -54,7 +57,10 @@ impl Linear {
         // x: (N, in) → (N, out). 2-D matmuls: broadcast_matmul costs more here (feasibility.md);
         // a few untracked rows (decode) take the kernel that streams w once for all of them; a
         // weight that tracks no gradient (a LoRA base) gets none computed.
-        let y = grad_hook::frozen_linear(x, &self.w, self.stream)?;
+        let y = match &self.int8 {
+            Some(q) => q.linear(x)?,
+            None => grad_hook::frozen_linear(x, &self.w, self.stream)?,
+        };
         let y = match &self.b {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -76,6 +82,7 @@ impl Linear {
             b: self.b.as_ref().map(Tensor::detach),
             lora,
             stream: self.stream,
+            int8: self.int8.clone(),
         }
     }
 }
@@ -166,7 +173,9 @@ pub struct Decoder {
     embed_tokens: Tensor, // (V, H)
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: Tensor,  // (V, H); the embedding itself when tied
+    lm_head: Tensor, // (V, H); the embedding itself when tied
+    /// The head as int8 rows (`BuildOptions::int8_weights`): used for logits instead of `lm_head`.
+    lm_head_int8: Option<ops::Int8Weight>,
     inv_freq: Tensor, // (1, 1, D/2)
     profile: Option<Arc<PhaseTimes>>,
     recompute: Option<Recompute>,
@@ -405,7 +414,10 @@ impl Decoder {
         let n = hidden.elem_count() / h;
         let hidden = hidden.reshape((n, h))?;
         let logits = timed(self.profile.as_deref(), Phase::LmHead, || {
-            ops::linear(&hidden, &self.lm_head)
+            match &self.lm_head_int8 {
+                Some(q) => q.linear(&hidden),
+                None => ops::linear(&hidden, &self.lm_head),
+            }
         })?; // (N, V)
         let mut out = dims;
         *out.last_mut().expect("non-empty") = self.cfg.vocab_size;

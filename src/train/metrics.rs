@@ -14,9 +14,10 @@ use crate::model::Tokenizer;
 use crate::run_dir::RunDir;
 
 /// Metric keys that measure time; they differ between runs and are ignored by resume tests.
-pub const TIMING_KEYS: [&str; 4] = [
+pub const TIMING_KEYS: [&str; 5] = [
     "tokens_per_s",
     "gen_seconds",
+    "recompute_seconds",
     "train_seconds",
     "step_seconds",
 ];

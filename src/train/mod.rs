@@ -20,6 +20,7 @@
 //! at any world size.
 
 pub mod constrained;
+pub mod correction;
 pub mod metrics;
 pub mod policy;
 pub mod rollout;

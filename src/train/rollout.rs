@@ -19,12 +19,14 @@ use candle_core::Device;
 use rayon::prelude::*;
 use serde_json::Value;
 
+use super::correction::{self, RolloutPrecision};
 use super::update::Sequence;
 use crate::algo::{Algorithm, Metrics, RolloutSource};
 use crate::data::Example;
 use crate::explore::{Imentor, Outcome};
 use crate::generate::beam::{self, BeamConfig};
 use crate::generate::{self, Completion, Constraint, Finish, GroupMode};
+use crate::model::decoder::BuildOptions;
 use crate::model::{Decoder, LoadedModel, Mode, Tokenizer};
 use crate::parallel::{self, wire, Comm};
 use crate::prompting::Prompter;
@@ -39,6 +41,9 @@ pub struct Sample {
     pub advantage: f32,
     /// Whether this sample contributes to the loss (`mask_truncated_completions`).
     pub in_loss: bool,
+    /// Per token: the rollout correction's importance weight (`super::correction`) when the
+    /// rollout sampled from approximate weights; empty otherwise.
+    pub is_weight: Vec<f32>,
 }
 
 /// The sequences of one step, laid out group by group (a prompt's samples together).
@@ -63,6 +68,7 @@ impl Rollout {
                 old_logp: s.completion.logprobs.clone(),
                 old_mean_logp: s.completion.mean_logprobs.clone(),
                 advantage: s.advantage,
+                is_weight: s.is_weight.clone(),
                 group: s.completion.prompt_index,
                 in_loss: s.in_loss,
             })
@@ -133,7 +139,12 @@ fn sample_and_judge(
                 .collect()
         })
         .collect();
-    let infer = Decoder::new(&ctx.policy.config, &ctx.policy.params, Mode::Infer)?;
+    let int8 = r.generation.rollout_precision == RolloutPrecision::Int8;
+    let build = BuildOptions {
+        int8_weights: int8,
+        ..BuildOptions::default()
+    };
+    let infer = Decoder::build(&ctx.policy.config, &ctx.policy.params, Mode::Infer, &build)?;
     let (completions, padded) = match r.generation.group {
         GroupMode::Sample => {
             let c = generate::generate_constrained(
@@ -150,11 +161,21 @@ fn sample_and_judge(
         }
         GroupMode::Beam => beam_groups(ctx, &infer, &prompts[shard.clone()], g)?,
     };
+    drop(infer);
     let mut completions = completions;
     for c in &mut completions {
         c.prompt_index += shard.start;
     }
     let gen_seconds = t_gen.elapsed().as_secs_f64();
+    // 1b. Approximate rollouts: π_old is the exact model's, recomputed on what was sampled; the
+    // sampler's own log-probs are kept for the correction.
+    let t_recompute = Instant::now();
+    let rollout_logp = if int8 {
+        recompute_exact(ctx, &prompts, &mut completions)?
+    } else {
+        vec![vec![]; completions.len()]
+    };
+    let recompute_seconds = t_recompute.elapsed().as_secs_f64();
 
     // 2. Judge (a group at a time, ranked), 3. advantages.
     let ranks = match r.generation.group {
@@ -162,7 +183,25 @@ fn sample_and_judge(
         GroupMode::Beam => completions.iter().map(|c| c.sample_index).collect(),
     };
     let scores = score(judge, tok, &examples, &prompts, &completions, &ranks);
-    let (completions, scores, padded) = gather(ctx.comm, completions, scores, padded)?;
+    let (completions, scores, padded, rollout_logp) =
+        gather(ctx.comm, completions, scores, padded, rollout_logp)?;
+    let is_weights: Vec<Vec<f32>> = match &ctx.plan.update.correction {
+        Some(corr) => completions
+            .iter()
+            .zip(&rollout_logp)
+            .map(|(c, rl)| corr.weights(&c.logprobs, rl))
+            .collect(),
+        None => vec![vec![]; completions.len()],
+    };
+    let mismatch = ctx.plan.update.correction.map(|_| {
+        let per: Vec<(&[f32], &[f32], &[f32])> = completions
+            .iter()
+            .zip(&rollout_logp)
+            .zip(&is_weights)
+            .map(|((c, rl), w)| (c.logprobs.as_slice(), rl.as_slice(), w.as_slice()))
+            .collect();
+        correction::mismatch_metrics(&per)
+    });
     let rewards: Vec<f32> = scores.iter().map(|s| s.value).collect();
     let mut advantages = algo.advantages(&rewards, g);
     // 4. i-MENTOR: a novelty bonus added after group normalization (advantage-preserving).
@@ -196,16 +235,22 @@ fn sample_and_judge(
         .zip(scores)
         .zip(advantages)
         .zip(padded)
-        .map(|(((c, score), advantage), padded)| Sample {
+        .zip(is_weights)
+        .map(|((((c, score), advantage), padded), is_weight)| Sample {
             prompt: prompt_arcs[c.prompt_index].clone(),
             in_loss: !(padded || (mask_truncated && c.finish_reason == Finish::Length)),
             completion: c,
             score,
             advantage,
+            is_weight,
         })
         .collect();
     let mut metrics = super::metrics::rollout_metrics(&samples);
     metrics.extend(explore_metrics);
+    if let Some(m) = mismatch {
+        metrics.extend(m);
+        metrics.insert("recompute_seconds".into(), recompute_seconds);
+    }
     metrics.insert("gen_seconds".into(), gen_seconds);
     let gen_tokens =
         metrics.get("response_length_mean").copied().unwrap_or(0.0) * samples.len() as f64;
@@ -260,35 +305,88 @@ pub fn score(
     scored.concat()
 }
 
-/// Every rank's judged samples, in rank order (= global prompt order, the shards being
-/// contiguous); the identity at world size 1.
-#[allow(clippy::type_complexity)]
+/// Approximate rollouts: replaces each completion's log-prob statistics with the exact
+/// policy's (π_old, mean log-prob for ROVER, entropy), recomputed under the same temperature
+/// and constraint as the update's, `micro_batch_size` sequences at a time; returns the
+/// sampler's own log-probs (π_rollout), per completion.
+fn recompute_exact(
+    ctx: &RolloutCtx,
+    prompts: &[Vec<u32>],
+    completions: &mut [Completion],
+) -> Result<Vec<Vec<f32>>> {
+    let exact = Decoder::new(&ctx.policy.config, &ctx.policy.params, Mode::Infer)?;
+    let temp = ctx.plan.update.logprob_temperature;
+    let idx: Vec<usize> = (0..completions.len())
+        .filter(|&i| !completions[i].token_ids.is_empty())
+        .collect();
+    let mut rollout: Vec<Vec<f32>> = vec![vec![]; completions.len()];
+    for chunk in idx.chunks(ctx.plan.update.micro_batch_size.max(1)) {
+        let pairs: Vec<(&[u32], &[u32])> = chunk
+            .iter()
+            .map(|&i| {
+                let c = &completions[i];
+                (prompts[c.prompt_index].as_slice(), c.token_ids.as_slice())
+            })
+            .collect();
+        let groups: Vec<usize> = chunk.iter().map(|&i| completions[i].prompt_index).collect();
+        let s = super::constrained::policy_stats(
+            &exact,
+            &pairs,
+            &groups,
+            ctx.constraint,
+            temp,
+            ctx.device,
+        )?;
+        let (mut lp, mut mean, mut ent) = (
+            s.logp.to_vec1::<f32>()?.into_iter(),
+            s.mean_logp.to_vec1::<f32>()?.into_iter(),
+            s.entropy.to_vec1::<f32>()?.into_iter(),
+        );
+        for &i in chunk {
+            let c = &mut completions[i];
+            let n = c.token_ids.len();
+            rollout[i] = std::mem::replace(&mut c.logprobs, lp.by_ref().take(n).collect());
+            c.mean_logprobs = mean.by_ref().take(n).collect();
+            c.entropies = ent.by_ref().take(n).collect();
+        }
+    }
+    Ok(rollout)
+}
+
+/// Every rank's judged samples (with the sampler's log-probs of an approximate rollout), in
+/// rank order (= global prompt order, the shards being contiguous); the identity at world size 1.
 fn gather(
     comm: &dyn Comm,
     completions: Vec<Completion>,
     scores: Vec<Score>,
     padded: Vec<bool>,
-) -> Result<(Vec<Completion>, Vec<Score>, Vec<bool>)> {
+    rollout_logp: Vec<Vec<f32>>,
+) -> Result<Judged> {
     if comm.world_size() == 1 {
-        return Ok((completions, scores, padded));
+        return Ok((completions, scores, padded, rollout_logp));
     }
-    let mine = (completions, scores, padded);
+    let mine = (completions, scores, padded, rollout_logp);
     let parts = parallel::all_gather(comm, &mine, write_samples, read_samples)?;
-    let (mut c, mut s, mut p) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut c, mut s, mut p, mut r) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for part in parts {
         c.extend(part.0);
         s.extend(part.1);
         p.extend(part.2);
+        r.extend(part.3);
     }
-    Ok((c, s, p))
+    Ok((c, s, p, r))
 }
 
-type Judged = (Vec<Completion>, Vec<Score>, Vec<bool>);
+type Judged = (Vec<Completion>, Vec<Score>, Vec<bool>, Vec<Vec<f32>>);
 
 /// Per-token vectors as raw bits (log-probs may be −inf), the rest as JSON.
-fn write_samples((completions, scores, padded): &Judged, w: &mut wire::Writer) -> Result<()> {
+fn write_samples(
+    (completions, scores, padded, rollout_logp): &Judged,
+    w: &mut wire::Writer,
+) -> Result<()> {
     w.u64(completions.len() as u64);
-    for ((c, s), p) in completions.iter().zip(scores).zip(padded) {
+    for (((c, s), p), rl) in completions.iter().zip(scores).zip(padded).zip(rollout_logp) {
+        w.f32s(rl);
         w.u32s(&c.token_ids);
         w.f32s(&c.logprobs);
         w.f32s(&c.mean_logprobs);
@@ -313,8 +411,9 @@ fn write_samples((completions, scores, padded): &Judged, w: &mut wire::Writer) -
 
 fn read_samples(r: &mut wire::Reader) -> Result<Judged> {
     let n = r.u64()? as usize;
-    let mut out: Judged = (Vec::new(), Vec::new(), Vec::new());
+    let mut out: Judged = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
+        out.3.push(r.f32s()?);
         let (token_ids, logprobs, mean_logprobs, entropies) =
             (r.u32s()?, r.f32s()?, r.f32s()?, r.f32s()?);
         let head: Completion = r.json()?;
@@ -502,6 +601,7 @@ fn given_sample(
         score: Score::zero(why),
         advantage: 1.0,
         in_loss: true,
+        is_weight: vec![],
     })
 }
 

@@ -40,6 +40,9 @@ pub struct Sequence {
     /// Per token: mean over the vocabulary of log π_old.
     pub old_mean_logp: Vec<f32>,
     pub advantage: f32,
+    /// Per token: the rollout correction's importance weight (`super::correction`); empty when
+    /// the rollout sampled from π_old itself.
+    pub is_weight: Vec<f32>,
     /// The group it belongs to (its prompt's index in the step); groups are contiguous.
     pub group: usize,
     /// Whether it contributes to the loss.
@@ -214,6 +217,7 @@ fn micro_loss(
                 old_mean_logp: &s.old_mean_logp,
                 advantage: s.advantage,
                 weight: algo.token_weight(s.tokens.len(), shape),
+                is_weight: &s.is_weight,
                 group: s.group,
             }
         })
@@ -371,6 +375,7 @@ mod tests {
                 old_logp: vec![0.0],
                 old_mean_logp: vec![0.0],
                 advantage: 1.0,
+                is_weight: vec![],
                 group,
                 in_loss: true,
             })

@@ -117,6 +117,7 @@ fn token_batch(
                 old_mean_logp: &mean[start - k..start],
                 advantage,
                 weight: weight_of(k),
+                is_weight: &[],
                 group: c.prompt_index,
             }
         })

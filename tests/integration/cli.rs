@@ -123,6 +123,49 @@ fn killed_rover_imentor_run_resumes_to_identical_metrics() {
     ]);
 }
 
+#[test]
+fn killed_int8_rollout_run_resumes_to_identical_metrics() {
+    // Rollouts from int8 weights, π_old recomputed exactly, token-truncated correction.
+    kill_and_resume(&[
+        "--set",
+        "train.max_steps=5",
+        "--set",
+        "generation.rollout_precision=\"int8\"",
+    ]);
+}
+
+/// Int8 rollouts log the mismatch they correct, and train every parameter like exact ones.
+#[test]
+fn int8_rollouts_log_the_mismatch() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    run_ok(&[
+        "train",
+        repo("recipes/smoke.toml").to_str().unwrap(),
+        "--set",
+        "generation.rollout_precision=\"int8\"",
+        "--set",
+        "train.rollout_correction=\"token_mask\"",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    for line in metrics(&run) {
+        let f = |k: &str| {
+            line[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k} missing: {line}"))
+        };
+        assert!(f("loss").is_finite() && f("grad_norm") > 0.0, "{line}");
+        let diff = f("rollout_logp_diff_mean");
+        assert!(diff > 0.0 && diff < 0.5, "{line}");
+        assert!(f("rollout_logp_diff_max") >= diff);
+        let mean = f("rollout_is_ratio_mean");
+        assert!(f("rollout_is_ratio_min") <= mean && mean <= f("rollout_is_ratio_max"));
+        assert!((0.0..=1.0).contains(&f("rollout_is_capped_fraction")));
+        assert!(f("recompute_seconds") >= 0.0);
+    }
+}
+
 fn kill_and_resume(sets: &[&str]) {
     let d = tempfile::tempdir().unwrap();
     let recipe = repo("recipes/smoke.toml");

@@ -346,3 +346,64 @@ fn nothing_allowed_ends_the_row_with_the_constrained_reason() {
         }
     }
 }
+
+/// Weight-only int8 (rollouts' `rollout_precision = "int8"`) on every family: a sequence's
+/// logits track the exact model's, and generation reports the int8 model's own log-probs,
+/// which an int8 forward of the whole sequence recomputes.
+#[test]
+fn int8_weights_track_the_exact_logits() {
+    use llmrl::model::decoder::BuildOptions;
+    for fam in FAMILIES {
+        let m = load_fixture(fam);
+        let exact = Decoder::new(&m.config, &m.params, Mode::Infer).unwrap();
+        let opts = BuildOptions {
+            int8_weights: true,
+            ..BuildOptions::default()
+        };
+        let q = Decoder::build(&m.config, &m.params, Mode::Infer, &opts).unwrap();
+        let ids: Vec<u32> = (0..24).map(|i| 3 + (i * 37) % 400).collect();
+        let a = logits_of(&exact, &ids, &Device::Cpu).unwrap(); // (T, V)
+        let b = logits_of(&q, &ids, &Device::Cpu).unwrap();
+        // Mean |Δ logit| against the logits' spread, and KL(exact ‖ int8) per position.
+        let spread = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mean = spread.iter().sum::<f32>() / spread.len() as f32;
+        let std =
+            (spread.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / spread.len() as f32).sqrt();
+        let scalar = |t: Tensor| t.to_scalar::<f32>().unwrap();
+        let err = scalar((&a - &b).unwrap().abs().unwrap().mean_all().unwrap());
+        assert!(err > 0.0, "{fam}: int8 logits equal the exact ones");
+        assert!(
+            err < 0.05 * std,
+            "{fam}: mean |Δ logit| {err} against a spread of {std}"
+        );
+        let (la, lb) = (
+            candle_nn::ops::log_softmax(&a, 1).unwrap(),
+            candle_nn::ops::log_softmax(&b, 1).unwrap(),
+        );
+        let kl = (la.exp().unwrap() * (&la - &lb).unwrap()).unwrap();
+        let kl = scalar(kl.sum(1).unwrap().mean_all().unwrap());
+        assert!(kl < 0.01, "{fam}: KL(exact ‖ int8) {kl} per position");
+        // Decode steps (a few rows: the int8 kernel) report what an int8 prefill recomputes.
+        let cfg = sampled(6);
+        let seeds = vec![vec![11u64, 12]; 2];
+        let ps = vec![ids[..5].to_vec(), ids[7..9].to_vec()];
+        let outs = generate(&q, &m.tokenizer, &ps, &seeds, &cfg, &Device::Cpu).unwrap();
+        for c in &outs {
+            let full: Vec<u32> = ps[c.prompt_index]
+                .iter()
+                .chain(&c.token_ids)
+                .copied()
+                .collect();
+            let lg = logits_of(&q, &full, &Device::Cpu).unwrap();
+            let n = c.token_ids.len();
+            let lg = lg.narrow(0, ps[c.prompt_index].len() - 1, n).unwrap();
+            let tgt = Tensor::from_vec(c.token_ids.clone(), n, &Device::Cpu).unwrap();
+            let fresh = llmrl::model::ops::logprob_stats(&lg, &tgt, 1.0)
+                .unwrap()
+                .logp;
+            for (x, y) in c.logprobs.iter().zip(fresh.to_vec1::<f32>().unwrap()) {
+                assert!((x - y).abs() < 1e-4, "{fam}: {x} vs {y}");
+            }
+        }
+    }
+}

@@ -159,6 +159,7 @@ fn sampler_and_trainer_agree_under_the_constraint() {
                 old_mean_logp: &s.mean_logprobs,
                 advantage,
                 weight: a.token_weight(s.token_ids.len(), &shape),
+                is_weight: &[],
                 group: s.prompt_index,
             })
             .collect();

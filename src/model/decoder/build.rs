@@ -11,6 +11,7 @@ use candle_core::Tensor;
 use super::super::lora::{self, Adapter};
 use super::super::recompute::Recompute;
 use super::{Decoder, Layer, Linear, Mode};
+use crate::model::ops;
 use crate::model::{ModelConfig, Params};
 
 /// How a decoder uses the adapter its parameters carry.
@@ -42,6 +43,10 @@ pub struct BuildOptions {
     pub dropout_seed: u64,
     /// Recompute activations per layer in the backward ([`Recompute`]).
     pub recompute: Option<Recompute>,
+    /// Inference only: every projection and the LM head as weight-only int8
+    /// ([`ops::Int8Weight`], quantized here from the current weights; an adapter merged first):
+    /// approximate, for rollouts (`[generation] rollout_precision = "int8"`). CPU f32 only.
+    pub int8_weights: bool,
 }
 
 impl Decoder {
@@ -53,6 +58,27 @@ impl Decoder {
         opts: &BuildOptions,
     ) -> anyhow::Result<Self> {
         let compute = params.compute_dtype();
+        let int8 = opts.int8_weights;
+        if int8 {
+            anyhow::ensure!(
+                mode == Mode::Infer,
+                "int8 weights are for inference decoders only (rollouts), not training"
+            );
+            anyhow::ensure!(
+                params.device().is_cpu() && compute == candle_core::DType::F32,
+                "int8 weights run on CPU f32 only (this model computes in {:?} on {:?}); \
+                 hint: set [generation] rollout_precision = \"exact\"",
+                compute,
+                params.device().location()
+            );
+        }
+        let quantize = |w: &Tensor| -> anyhow::Result<Option<ops::Int8Weight>> {
+            Ok(if int8 {
+                Some(ops::Int8Weight::quantize(w)?)
+            } else {
+                None
+            })
+        };
         let lora = params.lora();
         let use_adapters = match (opts.adapters, mode) {
             (AdapterUse::Off, _) => AdapterUse::Off,
@@ -117,6 +143,7 @@ impl Decoder {
                 }
             }
             Ok(Linear {
+                int8: quantize(&w)?,
                 w,
                 b,
                 lora: adapter,
@@ -158,6 +185,7 @@ impl Decoder {
         } else {
             get("lm_head.weight")?
         };
+        let lm_head_int8 = quantize(&lm_head)?;
         let inv_freq = cfg.rope_inv_freq();
         let n = inv_freq.len();
         let inv_freq = Tensor::from_vec(inv_freq, (1, 1, n), &params.device())?;
@@ -167,6 +195,7 @@ impl Decoder {
             layers,
             norm: get("model.norm.weight")?,
             lm_head,
+            lm_head_int8,
             inv_freq,
             profile: None,
             recompute: match mode {

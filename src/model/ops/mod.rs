@@ -20,6 +20,7 @@ mod decode_attention_op;
 mod decode_matmul;
 pub mod grad_hook;
 mod head_logprob_op;
+mod int8_linear;
 mod linear_op;
 mod logprob_op;
 pub mod reference;
@@ -31,6 +32,7 @@ mod swiglu_op;
 
 use candle_core::{bail, DType, Result, Tensor, D};
 use head_logprob_op::HeadLogProbStatsOp;
+pub use int8_linear::Int8Weight;
 use logprob_op::LogProbStatsOp;
 use rms_norm_op::RmsNormOp;
 use rope_op::RopeOp;
