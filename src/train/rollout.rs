@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::correction::{self, RolloutPrecision};
 use super::update::Sequence;
-use crate::algo::{Algorithm, Metrics, RolloutSource};
+use crate::algo::{Algorithm, LogProbStats, Metrics, RolloutSource};
 use crate::data::Example;
 use crate::explore::{Imentor, Outcome};
 use crate::generate::beam::{self, BeamConfig};
@@ -337,20 +337,40 @@ fn recompute_exact(
             temp,
             ctx.device,
         )?;
-        let (mut lp, mut mean, mut ent) = (
-            s.logp.to_vec1::<f32>()?.into_iter(),
-            s.mean_logp.to_vec1::<f32>()?.into_iter(),
-            s.entropy.to_vec1::<f32>()?.into_iter(),
-        );
-        for &i in chunk {
-            let c = &mut completions[i];
-            let n = c.token_ids.len();
-            rollout[i] = std::mem::replace(&mut c.logprobs, lp.by_ref().take(n).collect());
-            c.mean_logprobs = mean.by_ref().take(n).collect();
-            c.entropies = ent.by_ref().take(n).collect();
+        let mut picked: Vec<&mut Completion> = completions
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| chunk.binary_search(i).is_ok())
+            .map(|(_, c)| c)
+            .collect();
+        let old = replace_stats(&s, &mut picked)?;
+        for (&i, lp) in chunk.iter().zip(old) {
+            rollout[i] = lp;
         }
     }
     Ok(rollout)
+}
+
+/// Sets the log-prob, mean log-prob and entropy of each completion from `stats` (flat over
+/// their tokens, in order) and returns the log-probs they had.
+fn replace_stats(
+    stats: &LogProbStats,
+    completions: &mut [&mut Completion],
+) -> Result<Vec<Vec<f32>>> {
+    let (mut lp, mut mean, mut ent) = (
+        stats.logp.to_vec1::<f32>()?.into_iter(),
+        stats.mean_logp.to_vec1::<f32>()?.into_iter(),
+        stats.entropy.to_vec1::<f32>()?.into_iter(),
+    );
+    Ok(completions
+        .iter_mut()
+        .map(|c| {
+            let n = c.token_ids.len();
+            c.mean_logprobs = mean.by_ref().take(n).collect();
+            c.entropies = ent.by_ref().take(n).collect();
+            std::mem::replace(&mut c.logprobs, lp.by_ref().take(n).collect())
+        })
+        .collect())
 }
 
 /// Every rank's judged samples (with the sampler's log-probs of an approximate rollout), in
@@ -513,17 +533,7 @@ fn beam_groups(
             temp,
             ctx.device,
         )?;
-        let (mut lp, mut mean, mut ent) = (
-            s.logp.to_vec1::<f32>()?.into_iter(),
-            s.mean_logp.to_vec1::<f32>()?.into_iter(),
-            s.entropy.to_vec1::<f32>()?.into_iter(),
-        );
-        for c in &mut group {
-            let n = c.token_ids.len();
-            c.logprobs = lp.by_ref().take(n).collect();
-            c.mean_logprobs = mean.by_ref().take(n).collect();
-            c.entropies = ent.by_ref().take(n).collect();
-        }
+        replace_stats(&s, &mut group.iter_mut().collect::<Vec<_>>())?;
         padded.extend((0..g).map(|i| i >= real));
         out.extend(group);
     }

@@ -265,7 +265,7 @@ pub(super) fn decode_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use candle_core::{DType, Device, Tensor};
 
@@ -282,7 +282,7 @@ mod tests {
         y
     }
 
-    fn data(len: usize, seed: u32) -> Vec<f32> {
+    pub(in crate::model::ops) fn data(len: usize, seed: u32) -> Vec<f32> {
         // A small LCG: deterministic values in [-1, 1) without a test RNG dependency.
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..len)

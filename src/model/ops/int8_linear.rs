@@ -351,18 +351,9 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::decode_matmul::tests::data;
     use super::*;
     use candle_core::Device;
-
-    fn data(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn quantizes_by_block_hand_computed() {
