@@ -58,7 +58,8 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// Run directories (each with metrics.jsonl).
+    /// Run directories: training runs (each with metrics.jsonl) or TrackRec runs (V's metrics
+    /// by round, with the no-CoT V as a dashed level), not mixed.
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
     /// Output directory for the images and summary.md.

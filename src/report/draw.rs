@@ -36,23 +36,36 @@ pub(super) struct Figure<'a> {
     panels: Vec<Panel<'a>>,
     legend: Vec<LegendEntry<'a>>,
     smoothing: Smoothing,
+    /// The x axis's name: "step" for training runs, "round" for TrackRec's.
+    x_desc: &'static str,
 }
 
-struct Panel<'a> {
-    metric: &'a str,
-    curves: Vec<Curve<'a>>,
+pub(super) struct Panel<'a> {
+    pub(super) metric: &'a str,
+    pub(super) curves: Vec<Curve<'a>>,
 }
 
-struct Curve<'a> {
-    color: RGBColor,
-    raw: &'a [(f64, f64)],
-    smoothed: Option<Series>,
+pub(super) struct Curve<'a> {
+    pub(super) color: RGBColor,
+    pub(super) raw: &'a [(f64, f64)],
+    pub(super) smoothed: Option<Series>,
+    /// (x, low, high): an interval drawn as a vertical whisker at x (a bootstrap CI).
+    pub(super) whiskers: &'a [(f64, f64, f64)],
+    /// A reference level (a baseline), drawn dashed and without markers.
+    pub(super) dashed: bool,
 }
 
-struct LegendEntry<'a> {
-    name: &'a str,
-    color: RGBColor,
-    has_data: bool,
+pub(super) struct LegendEntry<'a> {
+    pub(super) name: &'a str,
+    pub(super) color: RGBColor,
+    pub(super) has_data: bool,
+    pub(super) dashed: bool,
+}
+
+/// The i-th colour of the palette (runs keep their colour across figures).
+pub(super) fn color(i: usize) -> RGBColor {
+    let (r, g, b) = PALETTE[i % PALETTE.len()];
+    RGBColor(r, g, b)
 }
 
 impl<'a> Figure<'a> {
@@ -62,10 +75,6 @@ impl<'a> Figure<'a> {
         smoothing: Smoothing,
         title: Option<String>,
     ) -> Figure<'a> {
-        let color = |i: usize| {
-            let (r, g, b) = PALETTE[i % PALETTE.len()];
-            RGBColor(r, g, b)
-        };
         let panels: Vec<Panel<'a>> = metrics
             .iter()
             .map(|m| Panel {
@@ -82,6 +91,8 @@ impl<'a> Figure<'a> {
                             color: color(i),
                             raw,
                             smoothed,
+                            whiskers: &[],
+                            dashed: false,
                         })
                     })
                     .collect(),
@@ -96,6 +107,7 @@ impl<'a> Figure<'a> {
                 has_data: metrics
                     .iter()
                     .any(|m| r.series.get(m).is_some_and(|p| !p.is_empty())),
+                dashed: false,
             })
             .collect();
         Figure {
@@ -103,6 +115,23 @@ impl<'a> Figure<'a> {
             panels,
             legend,
             smoothing,
+            x_desc: "step",
+        }
+    }
+
+    /// A figure of ready-made panels (no smoothing), with its own x axis name.
+    pub(super) fn from_panels(
+        title: Option<String>,
+        x_desc: &'static str,
+        panels: Vec<Panel<'a>>,
+        legend: Vec<LegendEntry<'a>>,
+    ) -> Figure<'a> {
+        Figure {
+            title,
+            panels,
+            legend,
+            smoothing: Smoothing::Off,
+            x_desc,
         }
     }
 
@@ -239,7 +268,7 @@ fn draw_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) 
             (true, Some(how)) => format!("{} ({how})", panel.metric),
             _ => panel.metric.to_string(),
         };
-        draw_panel(area, panel, &caption, single)?;
+        draw_panel(area, panel, &caption, single, fig.x_desc)?;
     }
     draw_legend(&legend, fig)
 }
@@ -249,12 +278,19 @@ fn draw_panel<DB: DrawingBackend>(
     panel: &Panel,
     caption: &str,
     big: bool,
+    x_desc: &str,
 ) -> Result<()> {
     let (caption_px, label_px, desc_px) = if big { (24, 15, 17) } else { (20, 13, 15) };
     let labels = if big { 10 } else { 6 };
-    let all = panel.curves.iter().flat_map(|c| c.raw.iter());
+    let all = panel.curves.iter().flat_map(|c| {
+        let ends = c
+            .whiskers
+            .iter()
+            .flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]);
+        c.raw.iter().copied().chain(ends)
+    });
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in all {
+    for (x, y) in all {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
     if x0 > x1 {
@@ -262,6 +298,11 @@ fn draw_panel<DB: DrawingBackend>(
     }
     if x0 == x1 {
         (x0, x1) = (x0 - 1.0, x1 + 1.0);
+    }
+    // Whiskers at the first and last x would be cut in half by the frame.
+    if panel.curves.iter().any(|c| !c.whiskers.is_empty()) {
+        let pad = 0.04 * (x1 - x0);
+        (x0, x1) = (x0 - pad, x1 + pad);
     }
     // 5 % headroom so extreme points are not drawn on the frame; flat curves get a visible band.
     // A flat series at 0 (no reward yet) gets a unit band, not a ±1e-10 one whose tick labels
@@ -295,7 +336,7 @@ fn draw_panel<DB: DrawingBackend>(
         .map_err(plot_err)?;
     chart
         .configure_mesh()
-        .x_desc("step")
+        .x_desc(x_desc)
         .y_desc(panel.metric)
         .x_label_formatter(&tick_formatter(x0, x1, x_labels))
         .y_label_formatter(&tick_formatter(y0, y1, labels))
@@ -310,6 +351,32 @@ fn draw_panel<DB: DrawingBackend>(
 
     for curve in &panel.curves {
         let width = if big { 2 } else { 1 };
+        if curve.dashed {
+            let style = curve.color.stroke_width(width);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    curve.raw.iter().copied(),
+                    8,
+                    6,
+                    style,
+                ))
+                .map_err(plot_err)?;
+            continue;
+        }
+        // Whiskers first, so the line and its markers stay on top. Caps span 3 % of the x range.
+        let cap = 0.015 * (x1 - x0);
+        for &(x, lo, hi) in curve.whiskers {
+            let style = curve.color.mix(0.7).stroke_width(width);
+            for path in [
+                vec![(x, lo), (x, hi)],
+                vec![(x - cap, lo), (x + cap, lo)],
+                vec![(x - cap, hi), (x + cap, hi)],
+            ] {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(path, style)))
+                    .map_err(plot_err)?;
+            }
+        }
         match &curve.smoothed {
             Some(smoothed) => {
                 // The raw curve stays visible underneath, faint, so smoothing hides no spike.
@@ -357,11 +424,18 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure) 
             .into_font()
             .color(&text_color)
             .pos(Pos::new(HPos::Left, VPos::Center));
-        area.draw(&PathElement::new(
-            vec![(12, y), (42, y)],
-            entry.color.stroke_width(3),
-        ))
-        .map_err(plot_err)?;
+        let segments = if entry.dashed {
+            vec![(12, 20), (26, 34), (40, 42)]
+        } else {
+            vec![(12, 42)]
+        };
+        for (a, b) in segments {
+            area.draw(&PathElement::new(
+                vec![(a, y), (b, y)],
+                entry.color.stroke_width(3),
+            ))
+            .map_err(plot_err)?;
+        }
         area.draw(&Text::new(legend_label(entry), (50, y), style))
             .map_err(plot_err)?;
     }

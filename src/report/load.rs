@@ -138,7 +138,7 @@ fn load_run(path: &Path) -> Result<(Run, BTreeMap<String, Series>)> {
 }
 
 /// The directory's own name, resolving `.` and `..` so the legend never says ".".
-fn dir_name(dir: &Path) -> String {
+pub(super) fn dir_name(dir: &Path) -> String {
     let named = dir.file_name().map(|n| n.to_string_lossy().into_owned());
     named
         .or_else(|| {

@@ -1,5 +1,7 @@
 //! `llmrl report`: metric curves of one or several run directories, as images and a Markdown table.
 //!
+//! TrackRec run directories get their own figures (V's metrics by round; see `trackrec`).
+//!
 //! Reads each run's `metrics.jsonl` (one JSON object per training step) and, when present,
 //! `eval.jsonl` (one object per evaluation) and `run.json` (`{"name", "algorithm"}`), then writes
 //! into `out_dir`: one `<metric>.png|svg` per metric (one line per run, x = step), an
@@ -28,6 +30,7 @@ mod select;
 mod summary;
 #[cfg(test)]
 mod test_util;
+mod trackrec;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -94,6 +97,21 @@ pub fn report(run_dirs: &[PathBuf], opts: &ReportOptions) -> Result<Vec<PathBuf>
         bail!(
             "no run directories given; hint: pass one or more directories written by \
              `llmrl train`, e.g. runs/<name>"
+        );
+    }
+    // TrackRec runs record V's evaluations per round, not training steps: their own figures.
+    let trackrec = run_dirs
+        .iter()
+        .filter(|d| trackrec::is_trackrec_run(d))
+        .count();
+    if trackrec == run_dirs.len() {
+        return trackrec::report(run_dirs, opts);
+    }
+    if trackrec > 0 {
+        bail!(
+            "{trackrec} of the {} directories are TrackRec runs (`llmrl trackrec`), whose \
+             metrics are per round, and the others training runs; hint: report them separately",
+            run_dirs.len()
         );
     }
     let (runs, notes) = load_runs(run_dirs)?;

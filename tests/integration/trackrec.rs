@@ -260,6 +260,25 @@ fn the_rl_variant_trains_g_with_v_as_the_judge() {
         .map(|v| v["stage"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(stages, ["eval-zero-shot", "eval-r0", "eval-r1"]);
+
+    // The run's curves by round, through the binary, as a person would draw them.
+    let report = dir.path().join("report");
+    let out = Command::new(env!("CARGO_BIN_EXE_llmrl"))
+        .args(["report", "--format", "svg", "--out"])
+        .arg(&report)
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    for stage in ["eval-zero-shot", "eval-r0", "eval-r1"] {
+        assert!(md.contains(&format!("| {stage} |")), "{stage} in\n{md}");
+    }
+    assert!(report.join("auc.svg").is_file() && report.join("overview.svg").is_file());
 }
 
 /// V's p(Yes) of a TrackRec row is the softmax over the two label tokens' logits of the same

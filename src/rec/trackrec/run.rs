@@ -18,13 +18,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::config::{GeneratorMode, StageSpec, TrackRecPlan};
 use super::cots::{cot_row, greedy, read_rows, write_rows, Writer};
 use super::prefs::preference_lists;
 use super::stages::{plan_stages, Stage, State};
-use super::validator::{p_yes, score_rows, v_metrics, validator_judge, ValidatorReward, COT_FIELD};
+use super::validator::{
+    p_yes, score_rows, v_metrics, validator_judge, VMetrics, ValidatorReward, COT_FIELD,
+};
 use crate::data::{Example, PromptTemplate};
 use crate::progress::Reporter;
 use crate::run_dir::RunDir;
@@ -32,6 +35,19 @@ use crate::train::{self, Start};
 
 /// The resolved recipe's file in a run directory.
 pub const RESOLVED: &str = "trackrec.resolved.toml";
+
+/// One line of a run's `eval.jsonl` (and an eval stage's `summary.json`): V's metrics on the
+/// test prompts under one condition. `round` is None for the no-CoT evaluations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalLine {
+    #[serde(flatten)]
+    pub metrics: VMetrics,
+    /// The stage's name: `eval-zero-shot`, `eval-no-cot`, `eval-rN`.
+    pub stage: String,
+    /// In words, e.g. "V1 with G1's CoTs".
+    pub condition: String,
+    pub round: Option<usize>,
+}
 
 /// Writes a new run directory (refusing a non-empty one) with the recipe, `run.json` (`meta`,
 /// plus `recipe_dir` if it has none) and the prompt rows.
@@ -240,10 +256,12 @@ impl Runner<'_> {
             (None, true) => "tuned V, no CoT".to_string(),
             (Some(r), _) => format!("V{r} with G{r}'s CoTs"),
         };
-        let mut line = serde_json::to_value(&m)?;
-        line["stage"] = stage.name().into();
-        line["condition"] = condition.clone().into();
-        line["round"] = round.map_or(Value::Null, Value::from);
+        let line = serde_json::to_value(EvalLine {
+            metrics: m.clone(),
+            stage: stage.name(),
+            condition: condition.clone(),
+            round,
+        })?;
         std::fs::write(
             dir.join("summary.json"),
             serde_json::to_string_pretty(&line)?,

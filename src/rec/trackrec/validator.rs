@@ -11,7 +11,7 @@ use anyhow::Result;
 use candle_core::{DType, Device};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::data::Example;
@@ -118,7 +118,7 @@ impl Verifier for ValidatorReward {
 }
 
 /// V on held-out prompts: AUC with its 95 % bootstrap interval, accuracy at 0.5, log-loss.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VMetrics {
     pub count: usize,
     pub positives: usize,
