@@ -71,6 +71,37 @@ impl Linear {
         }
     }
 
+    /// The same x through several linears (q, k, v; gate, up). Plain streaming weights (no
+    /// adapter, no int8 copy) go to one kernel call ([`ops::linear_many`]); the results are
+    /// each `forward`'s, bitwise.
+    fn forward_many<const N: usize>(
+        ls: [&Linear; N],
+        x: &Tensor,
+        prof: Option<&PhaseTimes>,
+    ) -> Result<[Tensor; N]> {
+        let plain = ls
+            .iter()
+            .all(|l| l.stream && l.lora.is_none() && l.int8.is_none());
+        if !plain || x.track_op() {
+            return Ok(ls
+                .map(|l| l.forward(x, prof))
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("N results")));
+        }
+        let ws = ls.map(|l| &l.w);
+        let ys = timed(prof, Phase::Matmul, || ops::linear_many(x, &ws))?;
+        let mut out = Vec::with_capacity(N);
+        for (y, l) in ys.into_iter().zip(ls) {
+            out.push(match &l.b {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            });
+        }
+        Ok(out.try_into().unwrap_or_else(|_| unreachable!("N results")))
+    }
+
     fn detached(&self) -> Self {
         let lora = self.lora.as_ref().map(|a| Adapter {
             a: a.a.detach(),
@@ -136,9 +167,10 @@ impl Layer {
             cfg.head_dim,
         );
         let h = ops::rms_norm(x, &self.input_layernorm, cfg.rms_norm_eps)?; // (N, H)
-        let q = self.q_proj.forward(&h, prof)?.reshape((n, nh, hd))?;
-        let k = self.k_proj.forward(&h, prof)?.reshape((n, nkv, hd))?;
-        let v = self.v_proj.forward(&h, prof)?.reshape((n, nkv, hd))?;
+        let [q, k, v] = Linear::forward_many([&self.q_proj, &self.k_proj, &self.v_proj], &h, prof)?;
+        let q = q.reshape((n, nh, hd))?;
+        let k = k.reshape((n, nkv, hd))?;
+        let v = v.reshape((n, nkv, hd))?;
         Ok(match (&self.q_norm, &self.k_norm) {
             (Some(qn), Some(kn)) => (
                 ops::rms_norm(&q, qn, cfg.rms_norm_eps)?,
@@ -160,10 +192,8 @@ impl Layer {
     ) -> Result<Tensor> {
         let x = (x + self.o_proj.forward(att, prof)?)?;
         let h = ops::rms_norm(&x, &self.post_attention_layernorm, cfg.rms_norm_eps)?;
-        let mlp = ops::swiglu(
-            &self.gate_proj.forward(&h, prof)?,
-            &self.up_proj.forward(&h, prof)?,
-        )?; // (N, I)
+        let [gate, up] = Linear::forward_many([&self.gate_proj, &self.up_proj], &h, prof)?;
+        let mlp = ops::swiglu(&gate, &up)?; // (N, I)
         x + self.down_proj.forward(&mlp, prof)?
     }
 }

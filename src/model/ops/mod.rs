@@ -217,17 +217,35 @@ fn head_logprob_stats_chunked(
 /// kernel that streams each weight row once for all rows (`decode_matmul.rs`; equal to the
 /// matmul within rounding); otherwise candle's matmul.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if streams(x, w)? {
+        return decode_matmul::decode_matmul(x, w);
+    }
+    matmul_t(x, w)
+}
+
+/// [`linear`] of one x against several weights (a layer's q, k, v; gate, up). Where every
+/// product takes the streaming kernel, one call streams them all in one parallel loop (one
+/// fork-join instead of one per weight; bitwise the same results); otherwise one `linear` each.
+pub fn linear_many(x: &Tensor, ws: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let mut all = true;
+    for w in ws {
+        all &= streams(x, w)?;
+    }
+    if all {
+        return decode_matmul::decode_matmul_many(x, ws);
+    }
+    ws.iter().map(|w| linear(x, w)).collect()
+}
+
+/// Whether [`linear`] gives x · wᵀ to the streaming kernel.
+fn streams(x: &Tensor, w: &Tensor) -> Result<bool> {
     let (n, _) = x.dims2()?;
-    if w.rank() == 2
+    Ok(w.rank() == 2
         && decode_matmul::pays_off(n, w.dim(0)?)
         && !x.track_op()
         && !w.track_op()
         && fused_ok(&[x, w])
-        && w.is_contiguous()
-    {
-        return decode_matmul::decode_matmul(x, w);
-    }
-    matmul_t(x, w)
+        && w.is_contiguous())
 }
 
 /// `x · wᵀ` (x: (N, in), w: (out, in) → (N, out)) by gemm, on CPU f32 as [`linear_op`] (the

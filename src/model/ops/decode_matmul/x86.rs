@@ -73,9 +73,18 @@ unsafe fn tile<V: Vector, const R: usize, const C: usize>(
             // The next tile's rows, one cache line each, while this tile's first row block
             // runs (later blocks re-read it from L1): the DRAM stream keeps flowing
             // (measured 1.2–1.4× at 4–16 rows). A hint only: past the end of w it fetches
-            // nothing and cannot fault.
+            // nothing and cannot fault. One input row's tile (C = 8) prefetches into L2, not
+            // L1: two tiles of 8 rows (2 × 18 KB at k = 576) overflow a 32 KB L1 (AMD Zen 4),
+            // where the prefetch evicted the lines the tile was still reading. On the EPYC
+            // (`bench_decode_matmul 1`, 4 alternated rounds) the LM head took 4.2 against
+            // 5.4 ms, the layers 0.73 against 0.85 of gemm's time.
             for c in 0..C {
-                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((C + c) * k + j) as *const i8);
+                let p = w.wrapping_add((C + c) * k + j) as *const i8;
+                if C >= 8 {
+                    _mm_prefetch::<_MM_HINT_T2>(p);
+                } else {
+                    _mm_prefetch::<_MM_HINT_T0>(p);
+                }
             }
         }
         for r in 0..R {
