@@ -2,6 +2,7 @@
 //! run with S-DPO, a run killed inside G's S-DPO and resumed (same V metrics as uninterrupted),
 //! the RL variant, V's score against a direct two-token softmax, and bad input.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -194,16 +195,7 @@ fn a_run_killed_during_sdpo_resumes_to_the_same_v_metrics() {
     std::fs::write(killed.join("state.json"), state.to_string()).unwrap();
 
     // Resumed through the binary, as a person would.
-    let out = Command::new(env!("CARGO_BIN_EXE_llmrl"))
-        .args(["trackrec", "--resume"])
-        .arg(&killed)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    llmrl_ok(["trackrec".as_ref(), "--resume".as_ref(), killed.as_os_str()]);
     let again = eval_lines(&killed);
     let key = |v: &Value| {
         let mut v = v.clone();
@@ -219,6 +211,19 @@ fn a_run_killed_during_sdpo_resumes_to_the_same_v_metrics() {
         llmrl::train::metrics_equal_ignoring_timing(&g_metrics, &r1g.join("metrics.jsonl"))
             .unwrap(),
         "G's S-DPO metrics differ after the resume"
+    );
+}
+
+/// Runs the binary with `args`, as a person would; a failure shows its stderr.
+fn llmrl_ok<'a>(args: impl IntoIterator<Item = &'a OsStr>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_llmrl"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -263,17 +268,15 @@ fn the_rl_variant_trains_g_with_v_as_the_judge() {
 
     // The run's curves by round, through the binary, as a person would draw them.
     let report = dir.path().join("report");
-    let out = Command::new(env!("CARGO_BIN_EXE_llmrl"))
-        .args(["report", "--format", "svg", "--out"])
-        .arg(&report)
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args: [&OsStr; 6] = [
+        "report".as_ref(),
+        "--format".as_ref(),
+        "svg".as_ref(),
+        "--out".as_ref(),
+        report.as_os_str(),
+        root.as_os_str(),
+    ];
+    llmrl_ok(args);
     let md = std::fs::read_to_string(report.join("summary.md")).unwrap();
     for stage in ["eval-zero-shot", "eval-r0", "eval-r1"] {
         assert!(md.contains(&format!("| {stage} |")), "{stage} in\n{md}");
