@@ -14,10 +14,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::eval::binary::auc;
+
 use super::draw::{color, ensure_font, write_figure, Curve, Figure, LegendEntry, Panel};
 use super::summary::{check_ours, SUMMARY_MARKER};
 use super::{ReportOptions, Series, Smoothing};
 use crate::rec::trackrec::run::{EvalLine, RESOLVED};
+use crate::rec::trackrec::validator::paired_auc_interval;
 
 /// The metrics a TrackRec run records, in plotting order.
 const METRICS: &[&str] = &["auc", "accuracy", "log_loss", "mean_p_yes"];
@@ -43,6 +46,17 @@ struct TrackRecRun {
     auc_ci: Vec<(f64, f64, f64)>,
     /// metric -> the no-CoT V's value, as a flat line across the figure's rounds.
     baseline: BTreeMap<&'static str, Series>,
+    /// Paired comparisons of the evaluations (same test prompts).
+    paired: Vec<Paired>,
+}
+
+/// AUC(later) − AUC(earlier) on the same test prompts, with its paired bootstrap interval.
+struct Paired {
+    later: String,
+    earlier: String,
+    diff: f64,
+    ci95: Option<[f64; 2]>,
+    count: usize,
 }
 
 pub(super) fn report(run_dirs: &[PathBuf], opts: &ReportOptions) -> Result<Vec<PathBuf>> {
@@ -199,6 +213,7 @@ fn load(dir: &Path) -> Result<TrackRecRun> {
             Some((x(e), lo, hi))
         })
         .collect();
+    let paired = paired_comparisons(dir, &evals)?;
     Ok(TrackRecRun {
         name,
         dir: dir.to_path_buf(),
@@ -207,7 +222,86 @@ fn load(dir: &Path) -> Result<TrackRecRun> {
         rounds,
         auc_ci,
         baseline: BTreeMap::new(),
+        paired,
     })
+}
+
+/// Each round against round 0 and against the round before, and every round against the tuned
+/// no-CoT V, from the evaluations' per-prompt scores (`stages/<stage>/scores.jsonl`). A stage
+/// without that file (or scored on other prompts) is left out of the comparisons.
+fn paired_comparisons(dir: &Path, evals: &[EvalLine]) -> Result<Vec<Paired>> {
+    let by_stage = |stage: &str| evals.iter().find(|e| e.stage == stage);
+    let round = |r: usize| by_stage(&format!("eval-r{r}"));
+    let mut pairs: Vec<(&EvalLine, &EvalLine)> = Vec::new();
+    for e in evals.iter().filter(|e| e.round.is_some_and(|r| r >= 1)) {
+        let r = e.round.unwrap_or(0);
+        pairs.extend(round(0).map(|b| (e, b)));
+        if r >= 2 {
+            pairs.extend(round(r - 1).map(|b| (e, b)));
+        }
+    }
+    if let Some(no_cot) = by_stage(BASELINE_STAGE) {
+        for e in evals.iter().filter(|e| e.round.is_some()) {
+            pairs.push((e, no_cot));
+        }
+    }
+    let mut out = Vec::new();
+    for (later, earlier) in pairs {
+        let (Some(b), Some(a)) = (scores(dir, &later.stage)?, scores(dir, &earlier.stage)?) else {
+            continue;
+        };
+        // The same prompts in the same order, or no comparison.
+        if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| x.0 != y.0 || x.2 != y.2) {
+            continue;
+        }
+        let pa: Vec<f64> = a.iter().map(|r| r.1).collect();
+        let pb: Vec<f64> = b.iter().map(|r| r.1).collect();
+        let labels: Vec<bool> = a.iter().map(|r| r.2).collect();
+        let (Some(x), Some(y)) = (auc(&pa, &labels), auc(&pb, &labels)) else {
+            continue;
+        };
+        out.push(Paired {
+            later: later.stage.clone(),
+            earlier: earlier.stage.clone(),
+            diff: y - x,
+            ci95: paired_auc_interval(&pa, &pb, &labels, later.metrics.bootstrap, 0),
+            count: labels.len(),
+        });
+    }
+    Ok(out)
+}
+
+/// A stage's per-prompt scores: (id, p(Yes), liked), in file order; None without the file.
+fn scores(dir: &Path, stage: &str) -> Result<Option<Vec<(String, f64, bool)>>> {
+    let path = dir.join("stages").join(stage).join("scores.jsonl");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut rows = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: line {} is not JSON", path.display(), i + 1))?;
+        let (Some(id), Some(p), Some(label)) = (
+            v.get("id").and_then(|x| x.as_str()),
+            v.get("p_yes").and_then(|x| x.as_f64()),
+            v.get("label").and_then(|x| x.as_str()),
+        ) else {
+            bail!(
+                "{}: line {} lacks id, p_yes or label; hint: `llmrl trackrec` writes one scored \
+                 test prompt per line",
+                path.display(),
+                i + 1
+            );
+        };
+        rows.push((id.to_string(), p, label == "Yes"));
+    }
+    Ok(Some(rows))
 }
 
 /// Legend names: the run's name and G's algorithm; the directory too where those collide.
@@ -323,6 +417,30 @@ fn summary(runs: &[TrackRecRun]) -> String {
             );
         }
     }
+    if runs.iter().any(|r| !r.paired.is_empty()) {
+        let _ = writeln!(
+            md,
+            "\nPaired comparisons on the same test prompts: AUC(later) − AUC(earlier), with the \
+             95 % interval of a paired bootstrap (both scorings resampled together).\n\n\
+             | run | later | earlier | ΔAUC [95 % CI] | prompts |\n|---|---|---|---|---:|"
+        );
+        for run in runs {
+            for p in &run.paired {
+                let ci = p
+                    .ci95
+                    .map_or(String::new(), |[lo, hi]| format!(" [{lo:+.3}, {hi:+.3}]"));
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {:+.3}{ci} | {} |",
+                    cell(&run.name),
+                    p.later,
+                    p.earlier,
+                    p.diff,
+                    p.count
+                );
+            }
+        }
+    }
     let _ = writeln!(md, "\n| run | directory |\n|---|---|");
     for run in runs {
         let _ = writeln!(md, "| {} | `{}` |", cell(&run.name), run.dir.display());
@@ -435,6 +553,56 @@ mod tests {
         // One metric asked for: its figure only, no overview.
         super::super::report(&[d], &opts(&out, &["auc"], ImageFormat::Svg)).unwrap();
         assert!(out.join("auc.svg").is_file() && !out.join("overview.svg").exists());
+    }
+
+    #[test]
+    fn rounds_are_compared_paired_on_the_same_prompts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = trackrec_run(
+            tmp.path(),
+            "r",
+            "sdpo",
+            &[
+                line("eval-no-cot", None, 0.875, [0.5, 1.0], 0.5),
+                line("eval-r0", Some(0), 0.25, [0.0, 0.5], 0.5),
+                line("eval-r1", Some(1), 1.0, [1.0, 1.0], 1.0),
+                line("eval-r2", Some(2), 1.0, [1.0, 1.0], 1.0),
+            ],
+        );
+        // Four prompts, liked / not / liked / not. By hand: AUC r0 = 1/4 (only 0.6 > 0.5 of
+        // the four liked-vs-not pairs), r1 = 1, no CoT = (1 + 1 + 1 + 0.5) / 4 = 0.875.
+        let scores = |stage: &str, ids: [&str; 4], p: [f64; 4]| {
+            let rows: Vec<String> = (0..4)
+                .map(|i| {
+                    let label = if i % 2 == 0 { "Yes" } else { "No" };
+                    format!(
+                        r#"{{"id":"{}","p_yes":{},"label":"{label}"}}"#,
+                        ids[i], p[i]
+                    )
+                })
+                .collect();
+            write(
+                &d.join("stages").join(stage).join("scores.jsonl"),
+                &(rows.join("\n") + "\n"),
+            );
+        };
+        let ids = ["a", "b", "c", "d"];
+        scores("eval-no-cot", ids, [0.6, 0.4, 0.5, 0.5]);
+        scores("eval-r0", ids, [0.6, 0.5, 0.4, 0.7]);
+        scores("eval-r1", ids, [0.9, 0.1, 0.8, 0.2]);
+        // Scored on other prompts: no comparison.
+        scores("eval-r2", ["a", "b", "c", "e"], [0.9, 0.1, 0.8, 0.2]);
+        let out = tmp.path().join("out");
+        super::super::report(&[d], &opts(&out, &["auc"], ImageFormat::Svg)).unwrap();
+        let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+        for row in [
+            "| eval-r1 | eval-r0 | +0.750 [",
+            "| eval-r0 | eval-no-cot | -0.625 [",
+            "| eval-r1 | eval-no-cot | +0.125 [",
+        ] {
+            assert!(md.contains(row), "{row} in\n{md}");
+        }
+        assert!(!md.contains("| eval-r2 | eval-r"), "{md}");
     }
 
     #[test]

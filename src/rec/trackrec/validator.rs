@@ -153,28 +153,65 @@ pub fn v_metrics(p: &[f64], labels: &[bool], bootstrap: usize, seed: u64) -> VMe
 /// Percentile bootstrap over rows; resamples with one class only are skipped (their AUC is
 /// undefined). `None` without resamples or rows.
 pub fn auc_interval(p: &[f64], labels: &[bool], resamples: usize, seed: u64) -> Option<[f64; 2]> {
-    if resamples == 0 || p.is_empty() {
+    let (mut ps, mut ys) = (vec![0.0; p.len()], vec![false; p.len()]);
+    bootstrap(p.len(), resamples, seed, |idx| {
+        for (k, &i) in idx.iter().enumerate() {
+            (ps[k], ys[k]) = (p[i], labels[i]);
+        }
+        auc(&ps, &ys)
+    })
+}
+
+/// Paired percentile bootstrap of AUC(b) − AUC(a): two scorings of the same rows (V of one
+/// round against another's), resampled together, so the rows' own difficulty cancels. The
+/// interval a claim "round N beats round 0" needs; the two AUCs' separate intervals overlap
+/// long before the paired one reaches 0.
+pub fn paired_auc_interval(
+    a: &[f64],
+    b: &[f64],
+    labels: &[bool],
+    resamples: usize,
+    seed: u64,
+) -> Option<[f64; 2]> {
+    assert_eq!(a.len(), b.len(), "two scorings of the same rows");
+    let n = a.len();
+    let (mut pa, mut pb, mut ys) = (vec![0.0; n], vec![0.0; n], vec![false; n]);
+    bootstrap(n, resamples, seed, |idx| {
+        for (k, &i) in idx.iter().enumerate() {
+            (pa[k], pb[k], ys[k]) = (a[i], b[i], labels[i]);
+        }
+        Some(auc(&pb, &ys)? - auc(&pa, &ys)?)
+    })
+}
+
+/// The 2.5 % and 97.5 % percentiles of `stat` over `resamples` resamples (with replacement) of
+/// n rows, seeded; resamples where `stat` is undefined are skipped.
+fn bootstrap(
+    n: usize,
+    resamples: usize,
+    seed: u64,
+    mut stat: impl FnMut(&[usize]) -> Option<f64>,
+) -> Option<[f64; 2]> {
+    if resamples == 0 || n == 0 {
         return None;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n = p.len();
-    let mut aucs = Vec::with_capacity(resamples);
-    let (mut ps, mut ys) = (vec![0.0; n], vec![false; n]);
+    let mut idx = vec![0; n];
+    let mut values = Vec::with_capacity(resamples);
     for _ in 0..resamples {
-        for k in 0..n {
-            let i = rng.random_range(0..n);
-            ps[k] = p[i];
-            ys[k] = labels[i];
+        for i in idx.iter_mut() {
+            *i = rng.random_range(0..n);
         }
-        if let Some(a) = auc(&ps, &ys) {
-            aucs.push(a);
+        if let Some(v) = stat(&idx) {
+            values.push(v);
         }
     }
-    if aucs.is_empty() {
+    if values.is_empty() {
         return None;
     }
-    aucs.sort_by(f64::total_cmp);
-    let at = |q: f64| aucs[((q * (aucs.len() - 1) as f64).round() as usize).min(aucs.len() - 1)];
+    values.sort_by(f64::total_cmp);
+    let at =
+        |q: f64| values[((q * (values.len() - 1) as f64).round() as usize).min(values.len() - 1)];
     Some([at(0.025), at(0.975)])
 }
 
@@ -195,5 +232,20 @@ mod tests {
         let y2: Vec<bool> = (0..40).map(|i| i >= 20).collect();
         assert_eq!(auc_interval(&p, &y2, 50, 1), Some([1.0, 1.0]));
         assert_eq!(auc_interval(&p, &y2, 0, 1), None);
+    }
+
+    #[test]
+    fn paired_interval_of_a_scoring_against_itself_is_zero_and_signs_follow_b() {
+        let p: Vec<f64> = (0..40).map(|i| i as f64 / 40.0).collect();
+        let y: Vec<bool> = (0..40).map(|i| (i * 7) % 10 < (i / 4)).collect();
+        assert_eq!(paired_auc_interval(&p, &p, &y, 100, 5), Some([0.0, 0.0]));
+        // b ranks perfectly: every resample's AUC(b) is 1, so the difference is 1 − AUC(a) ≥ 0.
+        let b: Vec<f64> = y.iter().map(|&t| if t { 1.0 } else { 0.0 }).collect();
+        let [lo, hi] = paired_auc_interval(&p, &b, &y, 200, 5).unwrap();
+        let gap = 1.0 - auc(&p, &y).unwrap();
+        assert!(0.0 < lo && lo <= gap && gap <= hi, "{lo} {gap} {hi}");
+        let [lo2, hi2] = paired_auc_interval(&b, &p, &y, 200, 5).unwrap();
+        assert_eq!([lo2, hi2], [-hi, -lo], "the same resamples, swapped");
+        assert_eq!(paired_auc_interval(&p, &b, &y, 0, 5), None);
     }
 }
