@@ -167,7 +167,7 @@ impl Layer {
             cfg.head_dim,
         );
         let h = ops::rms_norm(x, &self.input_layernorm, cfg.rms_norm_eps)?; // (N, H)
-        let [q, k, v] = Linear::forward_many([&self.q_proj, &self.k_proj, &self.v_proj], &h, prof)?;
+        let [q, k, v] = Linear::forward_many([&self.q_proj, &self.k_proj, &self.v_proj], &h, prof)?; // (N, nh*D), (N, nkv*D) ×2
         let q = q.reshape((n, nh, hd))?;
         let k = k.reshape((n, nkv, hd))?;
         let v = v.reshape((n, nkv, hd))?;
@@ -192,7 +192,7 @@ impl Layer {
     ) -> Result<Tensor> {
         let x = (x + self.o_proj.forward(att, prof)?)?;
         let h = ops::rms_norm(&x, &self.post_attention_layernorm, cfg.rms_norm_eps)?;
-        let [gate, up] = Linear::forward_many([&self.gate_proj, &self.up_proj], &h, prof)?;
+        let [gate, up] = Linear::forward_many([&self.gate_proj, &self.up_proj], &h, prof)?; // (N, I) ×2
         let mlp = ops::swiglu(&gate, &up)?; // (N, I)
         x + self.down_proj.forward(&mlp, prof)?
     }
