@@ -155,9 +155,10 @@ pub(super) fn matmul_xwt_with(
     ys.pop().unwrap_or_default()
 }
 
-/// y_i (m, n_i) = x (m, k) · w_iᵀ for several weights w_i (n_i, k), row-major f32 slices. One parallel loop runs every weight's column chunks: a decode step's q, k
-/// and v (or gate and up) then cost one fork-join instead of three, and k's and v's few chunks
-/// (192 rows: 4) no longer leave a core waiting at the join.
+/// y_i (m, n_i) = x (m, k) · w_iᵀ for several weights w_i (n_i, k), row-major f32 slices. One
+/// parallel loop runs every weight's column chunks: a decode step's q, k and v (or gate and up)
+/// then cost one fork-join instead of three, and k's and v's few chunks (192 rows: 4) no longer
+/// leave a core waiting at the join. Each y_i is bitwise the one-weight call's.
 pub(super) fn matmul_xwt_many(
     x: &[f32],
     ws: &[(&[f32], usize)],
