@@ -245,13 +245,23 @@ fn paired_comparisons(dir: &Path, evals: &[EvalLine]) -> Result<Vec<Paired>> {
             pairs.push((e, no_cot));
         }
     }
+    // Each stage's scores read once, however many comparisons it is in.
+    let mut read = BTreeMap::new();
+    for e in pairs.iter().flat_map(|&(l, e)| [l, e]) {
+        if !read.contains_key(e.stage.as_str()) {
+            read.insert(e.stage.as_str(), scores(dir, &e.stage)?);
+        }
+    }
     let mut out = Vec::new();
     for (later, earlier) in pairs {
-        let (Some(b), Some(a)) = (scores(dir, &later.stage)?, scores(dir, &earlier.stage)?) else {
+        let (Some(Some(b)), Some(Some(a))) = (
+            read.get(later.stage.as_str()),
+            read.get(earlier.stage.as_str()),
+        ) else {
             continue;
         };
         // The same prompts in the same order, or no comparison.
-        if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| x.0 != y.0 || x.2 != y.2) {
+        if a.len() != b.len() || a.iter().zip(b).any(|(x, y)| x.0 != y.0 || x.2 != y.2) {
             continue;
         }
         let pa: Vec<f64> = a.iter().map(|r| r.1).collect();
