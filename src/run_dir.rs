@@ -128,8 +128,11 @@ impl RunDir {
             .append(true)
             .open(&p)
             .with_context(|| format!("opening {}", p.display()))?;
-        writeln!(f, "{v}")?;
-        f.flush()?;
+        // One write of the whole line: `writeln!` on an unbuffered file issues a write per
+        // formatted piece, so a kill between two left half a line for readers of a live run.
+        let mut line = v.to_string();
+        line.push('\n');
+        f.write_all(line.as_bytes())?;
         Ok(())
     }
 
@@ -412,5 +415,22 @@ mod tests {
         run.truncate_jsonl_after("metrics.jsonl", 2).unwrap();
         let text = std::fs::read_to_string(run.path("metrics.jsonl")).unwrap();
         assert_eq!(text, "{\"step\":1}\n{\"step\":2}\n");
+    }
+
+    /// A kill can tear the line being appended; the resume drops it with the later steps.
+    #[test]
+    fn truncate_drops_a_torn_last_line() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&d.path().join("r")).unwrap();
+        run.append_jsonl("metrics.jsonl", &serde_json::json!({"step": 1}))
+            .unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(run.path("metrics.jsonl"))
+            .unwrap();
+        f.write_all(b"{\"step\":2,\"lo").unwrap();
+        run.truncate_jsonl_after("metrics.jsonl", 1).unwrap();
+        let text = std::fs::read_to_string(run.path("metrics.jsonl")).unwrap();
+        assert_eq!(text, "{\"step\":1}\n");
     }
 }
