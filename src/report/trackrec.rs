@@ -6,7 +6,9 @@
 //! The report plots each metric against the round, the AUC with its 95 % bootstrap interval as
 //! whiskers and the tuned no-CoT V (TALLRec's baseline) as a dashed level in the run's colour, so
 //! "does V gain from G's CoTs, and do both improve over rounds" is one picture; `summary.md`
-//! lists every evaluation. Several runs (S-DPO against GRPO at the same budget) share the axes.
+//! lists every evaluation. Several runs (S-DPO against GRPO at the same budget) share the axes,
+//! and where two runs evaluated a round on the same test prompts, `summary.md` compares them
+//! prompt by prompt (a paired bootstrap), as it compares a run's rounds with each other.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -115,7 +117,7 @@ pub(super) fn report(run_dirs: &[PathBuf], opts: &ReportOptions) -> Result<Vec<P
             &figure,
         )?);
     }
-    std::fs::write(&summary_path, summary(&runs))
+    std::fs::write(&summary_path, summary(&runs)?)
         .with_context(|| format!("writing {}", summary_path.display()))?;
     written.push(summary_path);
     Ok(written)
@@ -260,29 +262,81 @@ fn paired_comparisons(dir: &Path, evals: &[EvalLine]) -> Result<Vec<Paired>> {
         ) else {
             continue;
         };
-        // The same prompts in the same order, or no comparison.
-        if a.len() != b.len() || a.iter().zip(b).any(|(x, y)| x.0 != y.0 || x.2 != y.2) {
-            continue;
+        out.extend(
+            compare(a, b, later.metrics.bootstrap).map(|(diff, ci95, count)| Paired {
+                later: later.stage.clone(),
+                earlier: earlier.stage.clone(),
+                diff,
+                ci95,
+                count,
+            }),
+        );
+    }
+    Ok(out)
+}
+
+/// AUC(b) − AUC(a), its paired bootstrap interval and the prompt count; None unless both
+/// scorings cover the same prompts in the same order with both labels present.
+type Scores = Vec<(String, f64, bool)>;
+fn compare(a: &Scores, b: &Scores, bootstrap: usize) -> Option<(f64, Option<[f64; 2]>, usize)> {
+    if a.len() != b.len() || a.iter().zip(b).any(|(x, y)| x.0 != y.0 || x.2 != y.2) {
+        return None;
+    }
+    let pa: Vec<f64> = a.iter().map(|r| r.1).collect();
+    let pb: Vec<f64> = b.iter().map(|r| r.1).collect();
+    let labels: Vec<bool> = a.iter().map(|r| r.2).collect();
+    let (x, y) = (auc(&pa, &labels)?, auc(&pb, &labels)?);
+    let ci95 = paired_auc_interval(&pa, &pb, &labels, bootstrap, 0);
+    Some((y - x, ci95, labels.len()))
+}
+
+/// One stage of two runs compared on the same test prompts (S-DPO's round N against GRPO's).
+struct Between {
+    stage: String,
+    /// Indices into the report's runs: AUC(`later`'s) − AUC(`earlier`'s).
+    later: usize,
+    earlier: usize,
+    diff: f64,
+    ci95: Option<[f64; 2]>,
+    count: usize,
+}
+
+/// Every round evaluated in two runs, each later run against each earlier one (in the order
+/// given), where both have per-prompt scores on the same prompts and the scores differ: a stage
+/// one run took from the other (`reuse_stages.sh`'s hard links) compares equal and is left out.
+fn between_runs(runs: &[TrackRecRun]) -> Result<Vec<Between>> {
+    let mut out = Vec::new();
+    for (j, b) in runs.iter().enumerate() {
+        for (i, a) in runs.iter().enumerate().take(j) {
+            for e in b.evals.iter().filter(|e| e.round.is_some()) {
+                if !a.evals.iter().any(|x| x.stage == e.stage) {
+                    continue;
+                }
+                let (Some(sa), Some(sb)) = (scores(&a.dir, &e.stage)?, scores(&b.dir, &e.stage)?)
+                else {
+                    continue;
+                };
+                if sa == sb {
+                    continue;
+                }
+                if let Some((diff, ci95, count)) = compare(&sa, &sb, e.metrics.bootstrap) {
+                    out.push(Between {
+                        stage: e.stage.clone(),
+                        later: j,
+                        earlier: i,
+                        diff,
+                        ci95,
+                        count,
+                    });
+                }
+            }
         }
-        let pa: Vec<f64> = a.iter().map(|r| r.1).collect();
-        let pb: Vec<f64> = b.iter().map(|r| r.1).collect();
-        let labels: Vec<bool> = a.iter().map(|r| r.2).collect();
-        let (Some(x), Some(y)) = (auc(&pa, &labels), auc(&pb, &labels)) else {
-            continue;
-        };
-        out.push(Paired {
-            later: later.stage.clone(),
-            earlier: earlier.stage.clone(),
-            diff: y - x,
-            ci95: paired_auc_interval(&pa, &pb, &labels, later.metrics.bootstrap, 0),
-            count: labels.len(),
-        });
     }
     Ok(out)
 }
 
 /// A stage's per-prompt scores: (id, p(Yes), liked), in file order; None without the file.
-fn scores(dir: &Path, stage: &str) -> Result<Option<Vec<(String, f64, bool)>>> {
+fn scores(dir: &Path, stage: &str) -> Result<Option<Scores>> {
     let path = dir.join("stages").join(stage).join("scores.jsonl");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -385,7 +439,7 @@ fn figure<'a>(
     Figure::from_panels(title, "round", panels, legend)
 }
 
-fn summary(runs: &[TrackRecRun]) -> String {
+fn summary(runs: &[TrackRecRun]) -> Result<String> {
     let mut md = String::new();
     let _ = writeln!(md, "{SUMMARY_MARKER}\n# TrackRec report\n");
     let _ = writeln!(
@@ -451,11 +505,34 @@ fn summary(runs: &[TrackRecRun]) -> String {
             }
         }
     }
+    let between = between_runs(runs)?;
+    if !between.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nBetween runs, the same stage on the same test prompts: AUC(run) − AUC(against), \
+             with the 95 % interval of a paired bootstrap.\n\n\
+             | stage | run | against | ΔAUC [95 % CI] | prompts |\n|---|---|---|---|---:|"
+        );
+        for p in &between {
+            let ci = p
+                .ci95
+                .map_or(String::new(), |[lo, hi]| format!(" [{lo:+.3}, {hi:+.3}]"));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:+.3}{ci} | {} |",
+                p.stage,
+                cell(&runs[p.later].name),
+                cell(&runs[p.earlier].name),
+                p.diff,
+                p.count
+            );
+        }
+    }
     let _ = writeln!(md, "\n| run | directory |\n|---|---|");
     for run in runs {
         let _ = writeln!(md, "| {} | `{}` |", cell(&run.name), run.dir.display());
     }
-    md
+    Ok(md)
 }
 
 fn cell(s: &str) -> String {
@@ -613,6 +690,47 @@ mod tests {
             assert!(md.contains(row), "{row} in\n{md}");
         }
         assert!(!md.contains("| eval-r2 | eval-r"), "{md}");
+    }
+
+    fn scores(d: &Path, stage: &str, p: [f64; 4]) {
+        let rows: Vec<String> = (0..4)
+            .map(|i| {
+                let label = if i % 2 == 0 { "Yes" } else { "No" };
+                format!(r#"{{"id":"p{i}","p_yes":{},"label":"{label}"}}"#, p[i])
+            })
+            .collect();
+        write(
+            &d.join("stages").join(stage).join("scores.jsonl"),
+            &(rows.join("\n") + "\n"),
+        );
+    }
+
+    #[test]
+    fn two_runs_are_compared_on_the_rounds_they_do_not_share() {
+        let tmp = tempfile::tempdir().unwrap();
+        let evals = [
+            line("eval-r0", Some(0), 0.25, [0.0, 0.5], 0.5),
+            line("eval-r1", Some(1), 0.5, [0.0, 1.0], 0.5),
+        ];
+        let sdpo = trackrec_run(tmp.path(), "sdpo", "sdpo", &evals);
+        let grpo = trackrec_run(tmp.path(), "grpo", "grpo", &evals);
+        // Round 0 shared (the same scores): no comparison. Round 1 by hand, prompts liked / not /
+        // liked / not: S-DPO's AUC = (1 + 0 + 1 + 1) / 4 = 0.75 (0.6 > 0.5, 0.6 < 0.7,
+        // 0.8 > 0.5, 0.8 > 0.7), GRPO's = 1, so GRPO − S-DPO = +0.25.
+        for d in [&sdpo, &grpo] {
+            scores(d, "eval-r0", [0.6, 0.5, 0.4, 0.7]);
+        }
+        scores(&sdpo, "eval-r1", [0.6, 0.5, 0.8, 0.7]);
+        scores(&grpo, "eval-r1", [0.9, 0.1, 0.8, 0.2]);
+        let out = tmp.path().join("out");
+        super::super::report(&[sdpo, grpo], &opts(&out, &["auc"], ImageFormat::Svg)).unwrap();
+        let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+        let row = "| eval-r1 | trackrec-ml100k (G: grpo) | trackrec-ml100k (G: sdpo) | +0.250 [";
+        assert!(md.contains(row), "{row} in\n{md}");
+        assert!(
+            !md.contains("| eval-r0 | trackrec-ml100k (G: grpo)"),
+            "{md}"
+        );
     }
 
     #[test]
