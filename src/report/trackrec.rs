@@ -490,18 +490,8 @@ fn summary(runs: &[TrackRecRun]) -> Result<String> {
         );
         for run in runs {
             for p in &run.paired {
-                let ci = p
-                    .ci95
-                    .map_or(String::new(), |[lo, hi]| format!(" [{lo:+.3}, {hi:+.3}]"));
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {:+.3}{ci} | {} |",
-                    cell(&run.name),
-                    p.later,
-                    p.earlier,
-                    p.diff,
-                    p.count
-                );
+                let cells = [cell(&run.name), p.later.clone(), p.earlier.clone()];
+                delta_row(&mut md, &cells, p.diff, p.ci95, p.count);
             }
         }
     }
@@ -514,18 +504,12 @@ fn summary(runs: &[TrackRecRun]) -> Result<String> {
              | stage | run | against | ΔAUC [95 % CI] | prompts |\n|---|---|---|---|---:|"
         );
         for p in &between {
-            let ci = p
-                .ci95
-                .map_or(String::new(), |[lo, hi]| format!(" [{lo:+.3}, {hi:+.3}]"));
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {:+.3}{ci} | {} |",
-                p.stage,
+            let cells = [
+                p.stage.clone(),
                 cell(&runs[p.later].name),
                 cell(&runs[p.earlier].name),
-                p.diff,
-                p.count
-            );
+            ];
+            delta_row(&mut md, &cells, p.diff, p.ci95, p.count);
         }
     }
     let _ = writeln!(md, "\n| run | directory |\n|---|---|");
@@ -533,6 +517,12 @@ fn summary(runs: &[TrackRecRun]) -> Result<String> {
         let _ = writeln!(md, "| {} | `{}` |", cell(&run.name), run.dir.display());
     }
     Ok(md)
+}
+
+/// A comparison's row: its text cells, then ΔAUC with its interval and the prompt count.
+fn delta_row(md: &mut String, cells: &[String], diff: f64, ci95: Option<[f64; 2]>, count: usize) {
+    let ci = ci95.map_or(String::new(), |[lo, hi]| format!(" [{lo:+.3}, {hi:+.3}]"));
+    let _ = writeln!(md, "| {} | {diff:+.3}{ci} | {count} |", cells.join(" | "));
 }
 
 fn cell(s: &str) -> String {
