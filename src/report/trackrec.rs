@@ -117,7 +117,8 @@ pub(super) fn report(run_dirs: &[PathBuf], opts: &ReportOptions) -> Result<Vec<P
             &figure,
         )?);
     }
-    std::fs::write(&summary_path, summary(&runs)?)
+    let between = between_runs(&runs)?;
+    std::fs::write(&summary_path, summary(&runs, &between))
         .with_context(|| format!("writing {}", summary_path.display()))?;
     written.push(summary_path);
     Ok(written)
@@ -275,9 +276,11 @@ fn paired_comparisons(dir: &Path, evals: &[EvalLine]) -> Result<Vec<Paired>> {
     Ok(out)
 }
 
+/// A stage's per-prompt scores: (id, p(Yes), liked), in file order.
+type Scores = Vec<(String, f64, bool)>;
+
 /// AUC(b) − AUC(a), its paired bootstrap interval and the prompt count; None unless both
 /// scorings cover the same prompts in the same order with both labels present.
-type Scores = Vec<(String, f64, bool)>;
 fn compare(a: &Scores, b: &Scores, bootstrap: usize) -> Option<(f64, Option<[f64; 2]>, usize)> {
     if a.len() != b.len() || a.iter().zip(b).any(|(x, y)| x.0 != y.0 || x.2 != y.2) {
         return None;
@@ -439,7 +442,7 @@ fn figure<'a>(
     Figure::from_panels(title, "round", panels, legend)
 }
 
-fn summary(runs: &[TrackRecRun]) -> Result<String> {
+fn summary(runs: &[TrackRecRun], between: &[Between]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "{SUMMARY_MARKER}\n# TrackRec report\n");
     let _ = writeln!(
@@ -495,7 +498,6 @@ fn summary(runs: &[TrackRecRun]) -> Result<String> {
             }
         }
     }
-    let between = between_runs(runs)?;
     if !between.is_empty() {
         let _ = writeln!(
             md,
@@ -503,7 +505,7 @@ fn summary(runs: &[TrackRecRun]) -> Result<String> {
              with the 95 % interval of a paired bootstrap.\n\n\
              | stage | run | against | ΔAUC [95 % CI] | prompts |\n|---|---|---|---|---:|"
         );
-        for p in &between {
+        for p in between {
             let cells = [
                 p.stage.clone(),
                 cell(&runs[p.later].name),
@@ -516,7 +518,7 @@ fn summary(runs: &[TrackRecRun]) -> Result<String> {
     for run in runs {
         let _ = writeln!(md, "| {} | `{}` |", cell(&run.name), run.dir.display());
     }
-    Ok(md)
+    md
 }
 
 /// A comparison's row: its text cells, then ΔAUC with its interval and the prompt count.
