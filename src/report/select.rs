@@ -11,6 +11,7 @@ use super::{Run, RESERVED_STEMS};
 pub(super) const STANDARD_METRICS: &[&str] = &[
     "reward_mean",
     "reward_std",
+    "reward_std_within_group",
     "accuracy",
     "format_rate",
     "response_length_mean",

@@ -22,8 +22,9 @@ pub const TIMING_KEYS: [&str; 5] = [
     "step_seconds",
 ];
 
-/// Rewards, lengths, entropy and advantage statistics of a generated rollout batch.
-pub fn rollout_metrics(samples: &[Sample]) -> Metrics {
+/// Rewards, lengths, entropy and advantage statistics of a generated rollout batch, laid out
+/// in groups of `group_size` (a prompt's samples together).
+pub fn rollout_metrics(samples: &[Sample], group_size: usize) -> Metrics {
     let n = samples.len().max(1) as f64;
     let rewards: Vec<f32> = samples.iter().map(|s| s.score.value).collect();
     let (mean, std) = algo::grpo::mean_std(&rewards);
@@ -35,6 +36,10 @@ pub fn rollout_metrics(samples: &[Sample]) -> Metrics {
     let mut m = Metrics::new();
     m.insert("reward_mean".into(), mean as f64);
     m.insert("reward_std".into(), std as f64);
+    m.insert(
+        "reward_std_within_group".into(),
+        within_group_std(&rewards, group_size),
+    );
     m.insert("accuracy".into(), share(&|s| s.score.correct));
     m.insert("format_rate".into(), share(&|s| s.score.formatted()));
     m.insert("response_length_mean".into(), lens.iter().sum::<f64>() / n);
@@ -65,6 +70,19 @@ pub fn rollout_metrics(samples: &[Sample]) -> Metrics {
             / n,
     );
     m
+}
+
+/// Mean over groups of the reward's std among a group's samples (the unbiased std the
+/// advantages are normalized by): the spread GRPO's advantages are made from. `reward_std`,
+/// over the whole batch, also counts how much prompts differ from each other, so a batch of
+/// easy and hard prompts whose samples all agree shows a large `reward_std` and no signal.
+/// (TRL logs this quantity under the name `reward_std`.)
+fn within_group_std(rewards: &[f32], group_size: usize) -> f64 {
+    let stds: Vec<f64> = rewards
+        .chunks(group_size.max(1))
+        .map(|g| algo::grpo::mean_std(g).1 as f64)
+        .collect();
+    stds.iter().sum::<f64>() / stds.len().max(1) as f64
 }
 
 /// One `metrics.jsonl` line: step, epoch and every metric (non-finite ones as null).
@@ -134,5 +152,16 @@ mod tests {
             line(3, 1, &m),
             json!({"epoch": 1, "lr": 0.5, "loss": null, "step": 3})
         );
+    }
+
+    #[test]
+    fn within_group_std_ignores_differences_between_prompts() {
+        // Group 1: [1, 0] has unbiased std sqrt(0.5); group 2: [0.5, 0.5] has 0. Their mean is
+        // sqrt(0.5) / 2, while the std over all four rewards (0.408) also counts the groups'
+        // different means; a second batch of two constant groups has spread but no signal.
+        let w = within_group_std(&[1.0, 0.0, 0.5, 0.5], 2);
+        assert!((w - 0.5f64.sqrt() / 2.0).abs() < 1e-6, "{w}");
+        assert_eq!(within_group_std(&[1.0, 1.0, 0.0, 0.0], 2), 0.0);
+        assert_eq!(within_group_std(&[0.3], 1), 0.0);
     }
 }

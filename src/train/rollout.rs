@@ -248,7 +248,7 @@ fn sample_and_judge(
             is_weight,
         })
         .collect();
-    let mut metrics = super::metrics::rollout_metrics(&samples);
+    let mut metrics = super::metrics::rollout_metrics(&samples, g);
     metrics.extend(explore_metrics);
     if let Some(m) = mismatch {
         metrics.extend(m);
